@@ -1,0 +1,1 @@
+"""mlp: multilayer perceptrons in JAX with backpropagation written out by hand."""
