@@ -1,0 +1,387 @@
+"""UCI HAR (Human Activity Recognition Using Smartphones): 561 features, 6 activities, 30 subjects.
+
+Expected layout under the data directory (the official one)::
+
+  UCI HAR Dataset/features.txt, activity_labels.txt,
+    train/{X_train.txt, y_train.txt, subject_train.txt},
+    test/{X_test.txt, y_test.txt, subject_test.txt}   (optional, see below)
+
+Validation is split off by subject, so no subject is in both train and val. When the official test
+features are absent (a train-only copy), the test set is training subjects 25..30 held out.
+Parsed arrays are cached as an .npz in the cache folder, keyed by the source files' fingerprint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from mlp.data import common
+from mlp.data.common import DataError
+
+DIRNAME = "UCI HAR Dataset"
+URL = (
+  "https://archive.ics.uci.edu/static/public/240/human+activity+recognition+using+smartphones.zip"
+)
+TEST_FALLBACK_SUBJECTS = (25, 26, 27, 28, 29, 30)
+NUM_SUBJECTS = 30
+
+# The checksum of the official zip is not published, so the *extracted* files are verified against
+# these known sha256 values of the official files instead.
+SHA256 = {
+  "train/X_train.txt": "9c1246099c8d5463779eec5a3845cc3898df9d8c715441ab2a1232d4421fc42f",
+  "train/y_train.txt": "415b3357e2e2d5e70a45c781947c6bdd80e0410a579d862eedcd6bbce3c694ef",
+  "train/subject_train.txt": "66e1e2fbe9b396fa5155f531dc3348c803f503be663e2318772d49947db9153a",
+  "test/y_test.txt": "2a94cb53ca46b956c1b2aebd4a09a72badd8a8e9ea9cdfe9f31b3306a08666bb",
+  "test/subject_test.txt": "63b8c577f4a85431c06bd87f6384608c90a9f72f05c7956dd21255dc63515c07",
+  "features.txt": "b384889885b1c8680ecf250e0e605b4c79536cdf09ce9f2fa7225a3c6773b5c7",
+  "activity_labels.txt": "f6e6b292704438261f0283b2a82659ab0661447dc16520938bdf379ed1bf8de0",
+}
+# For X_test.txt only its git blob id (sha1 of b"blob <size>\0" + content) is known.
+GIT_BLOB_SHA1 = {"test/X_test.txt": "f3c01cbd355e0000229bce4e38156ee338fa6b08"}
+
+TRAIN_FILES = ("train/X_train.txt", "train/y_train.txt", "train/subject_train.txt")
+TEST_FILES = ("test/X_test.txt", "test/y_test.txt", "test/subject_test.txt")
+META_FILES = ("features.txt", "activity_labels.txt")
+
+
+@dataclasses.dataclass(frozen=True)
+class HarData:
+  """HAR splits: x float32 (n, 561), y int32 labels 0..5, s int32 subject ids."""
+
+  x_train: np.ndarray
+  y_train: np.ndarray
+  s_train: np.ndarray
+  x_val: np.ndarray
+  y_val: np.ndarray
+  s_val: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  s_test: np.ndarray
+  class_names: tuple[str, ...]
+  feature_names: tuple[str, ...]
+  test_source: str  # "official" or "heldout"
+  split_note: str
+
+
+# --------------------------------------------------------------------------------------------------
+# Locating and downloading
+
+
+def find_root(data_dir: str | None = None, *, download: bool = True) -> Path:
+  """The ``UCI HAR Dataset`` directory: argument > $MLP_DATA_DIR > cache > download to cache."""
+  base, origin = common.configured_data_dir(data_dir)
+  if base is not None:
+    if (base / TRAIN_FILES[0]).is_file() and not (base / DIRNAME).is_dir():
+      return base  # pointed straight at the data set folder
+    root = base / DIRNAME
+    _require_train(root, origin)
+    return root
+  cache = common.cache_dir()
+  root = cache / DIRNAME
+  if (root / TRAIN_FILES[0]).is_file():
+    _require_train(root, "cache folder")
+    return root
+  if not download:
+    raise common.missing_error(
+      "UCI HAR data set",
+      root / TRAIN_FILES[0],
+      f"cache folder; set {common.CACHE_DIR_ENV} to move it",
+      "Or allow the download from the official source.",
+    )
+  download_to_cache(cache)
+  return root
+
+
+def _require_train(root: Path, origin: str) -> None:
+  for rel in (*META_FILES, *TRAIN_FILES):
+    if not (root / rel).is_file():
+      raise common.missing_error("UCI HAR data set", root / rel, origin)
+
+
+def download_to_cache(cache: Path) -> Path:
+  """Download the official zip, extract its inner ``UCI HAR Dataset.zip`` and verify the files."""
+  cache.mkdir(parents=True, exist_ok=True)
+  downloads = cache / "downloads"
+  outer = common.download(URL, downloads / "human+activity+recognition+using+smartphones.zip")
+  staging = cache / ".har-staging"
+  shutil.rmtree(staging, ignore_errors=True)
+  staging.mkdir(parents=True)
+  try:
+    try:
+      with zipfile.ZipFile(outer) as zo:
+        inner = [n for n in zo.namelist() if n.rstrip("/").endswith(DIRNAME + ".zip")]
+        if inner:
+          inner_path = staging / (DIRNAME + ".zip")
+          with zo.open(inner[0]) as src, open(inner_path, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+          with zipfile.ZipFile(inner_path) as zi:
+            _extract(zi, staging)
+          inner_path.unlink()
+        else:  # tolerate a zip holding the data set folder directly
+          _extract(zo, staging)
+    except zipfile.BadZipFile as e:
+      raise DataError(f"{outer} is not a valid zip ({e}); delete it and download again.") from e
+    extracted = staging / DIRNAME
+    for rel in (*META_FILES, *TRAIN_FILES, *TEST_FILES):
+      if not (extracted / rel).is_file():
+        raise DataError(f"the downloaded archive {outer} has no '{DIRNAME}/{rel}'.")
+    for rel, digest in SHA256.items():
+      common.verify_checksum(extracted / rel, digest, "sha256")
+    for rel, digest in GIT_BLOB_SHA1.items():
+      common.verify_checksum(extracted / rel, digest, "git-blob")
+    target = cache / DIRNAME
+    if target.exists():
+      shutil.rmtree(target)
+    extracted.rename(target)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  outer.unlink(missing_ok=True)
+  return cache / DIRNAME
+
+
+def _extract(zf: zipfile.ZipFile, dest: Path) -> None:
+  """Extract the members under ``UCI HAR Dataset/`` safely (no absolute paths or '..')."""
+  for info in zf.infolist():
+    name = info.filename
+    parts = Path(name).parts
+    if not parts or parts[0] != DIRNAME or name.startswith("/") or ".." in parts:
+      continue
+    zf.extract(info, dest)
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _read_text(path: Path) -> str:
+  try:
+    text = path.read_text(encoding="ascii", errors="strict")
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path} is not a plain ASCII text file ({e}); replace it.") from e
+  if not text.strip():
+    raise DataError(f"{path} is empty; replace it with the official file.")
+  return text
+
+
+def parse_matrix(path: Path, ncol: int) -> np.ndarray:
+  """Whitespace-separated floats with ``ncol`` per line -> float32 (n, ncol)."""
+  text = _read_text(path)
+  rows, lines = [], text.splitlines()
+  with warnings.catch_warnings():
+    # older numpy warns and returns a short row on a bad token, newer numpy raises ValueError
+    warnings.simplefilter("ignore", DeprecationWarning)
+    for i, line in enumerate(lines):
+      if not line.strip():
+        continue
+      try:
+        row = np.fromstring(line, dtype=np.float64, sep=" ")
+      except ValueError:
+        row = None
+      if row is None or row.size != ncol:
+        _raise_row_error(path, i + 1, line, ncol)
+      rows.append(row)
+  x = np.stack(rows).astype(np.float32)
+  if not np.isfinite(x).all():
+    line = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0]) + 1
+    raise DataError(f"{path}: non-finite value in data row {line}. Replace the file.")
+  return x
+
+
+def _raise_row_error(path: Path, lineno: int, line: str, ncol: int) -> None:
+  tokens = line.split()
+  if len(tokens) != ncol:
+    raise DataError(
+      f"{path} line {lineno}: {len(tokens)} columns, expected {ncol}. Replace the file with the "
+      "official one."
+    )
+  bad = next((t for t in tokens if not _is_float(t)), "?")
+  raise DataError(f"{path} line {lineno}: {bad!r} is not a number. Replace the file.")
+
+
+def _is_float(token: str) -> bool:
+  try:
+    float(token)
+  except ValueError:
+    return False
+  return True
+
+
+def parse_ints(path: Path, lo: int, hi: int, what: str) -> np.ndarray:
+  """One integer per line in [lo, hi] -> int32 (n,)."""
+  text = _read_text(path)
+  values = []
+  for i, line in enumerate(text.splitlines()):
+    s = line.strip()
+    if not s:
+      continue
+    tokens = s.split()
+    if len(tokens) != 1:
+      raise DataError(f"{path} line {i + 1}: {len(tokens)} columns, expected 1 ({what}).")
+    try:
+      v = int(tokens[0])
+    except ValueError:
+      raise DataError(f"{path} line {i + 1}: {tokens[0]!r} is not an integer {what}.") from None
+    if not lo <= v <= hi:
+      raise DataError(
+        f"{path} line {i + 1}: {what} {v} out of range {lo}..{hi}. Replace the file with the "
+        "official one."
+      )
+    values.append(v)
+  return np.asarray(values, dtype=np.int32)
+
+
+def parse_names(path: Path) -> tuple[str, ...]:
+  """Lines ``<index> <name>`` (indices 1, 2, ...) -> names."""
+  text = _read_text(path)
+  names = []
+  for i, line in enumerate(text.splitlines()):
+    s = line.strip()
+    if not s:
+      continue
+    tokens = s.split(maxsplit=1)
+    if len(tokens) != 2 or not tokens[0].isdigit():
+      raise DataError(f"{path} line {i + 1}: expected '<index> <name>', got {s!r}.")
+    if int(tokens[0]) != len(names) + 1:
+      raise DataError(f"{path} line {i + 1}: index {tokens[0]}, expected {len(names) + 1}.")
+    names.append(tokens[1].strip())
+  return tuple(names)
+
+
+def _test_state(root: Path) -> tuple[str, list[str]]:
+  present = [rel for rel in TEST_FILES if (root / rel).is_file()]
+  if len(present) == len(TEST_FILES):
+    return "official", present
+  return ("partial" if present else "absent"), present
+
+
+def _parse_split(root: Path, files: tuple[str, ...], nfeat: int, nclass: int) -> dict:
+  x = parse_matrix(root / files[0], nfeat)
+  y = parse_ints(root / files[1], 1, nclass, "label") - 1
+  s = parse_ints(root / files[2], 1, NUM_SUBJECTS, "subject")
+  if not len(x) == len(y) == len(s):
+    raise DataError(
+      f"row counts differ in {root / Path(files[0]).parent}: {files[0]} {len(x)}, "
+      f"{files[1]} {len(y)}, {files[2]} {len(s)}. Replace them with the official files."
+    )
+  return {"x": x, "y": y.astype(np.int32), "s": s}
+
+
+def load_arrays(root: Path) -> dict[str, np.ndarray]:
+  """Parsed arrays of a HAR directory, from the .npz cache while the source files are unchanged.
+
+  Keys: x_train, y_train (0-based), s_train, class_names, feature_names, test_state ("official",
+  "partial" or "absent"), test_present, and x_test, y_test, s_test when test_state is "official".
+  """
+  root = Path(root)
+  state, present = _test_state(root)
+  sources = [root / rel for rel in (*META_FILES, *TRAIN_FILES, *TEST_FILES)]
+  key = common.fingerprint(sources)
+  cached = common.load_parsed("har", root, key)
+  if cached is not None:
+    return cached
+  feature_names = parse_names(root / "features.txt")
+  class_names = parse_names(root / "activity_labels.txt")
+  out: dict[str, np.ndarray] = {}
+  train = _parse_split(root, TRAIN_FILES, len(feature_names), len(class_names))
+  out.update(x_train=train["x"], y_train=train["y"], s_train=train["s"])
+  if state == "official":
+    test = _parse_split(root, TEST_FILES, len(feature_names), len(class_names))
+    out.update(x_test=test["x"], y_test=test["y"], s_test=test["s"])
+  out["class_names"] = np.array(class_names, dtype=str)
+  out["feature_names"] = np.array(feature_names, dtype=str)
+  out["test_state"] = np.array(state)
+  out["test_present"] = np.array(present, dtype=str).reshape(-1)
+  common.save_parsed("har", root, key, out)
+  return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Splitting
+
+
+def _subjects_text(subjects: np.ndarray) -> str:
+  subjects = sorted(int(s) for s in subjects)
+  if len(subjects) > 1 and subjects == list(range(subjects[0], subjects[-1] + 1)):
+    return f"{subjects[0]}-{subjects[-1]}"
+  return ", ".join(str(s) for s in subjects)
+
+
+def load(
+  data_dir: str | None = None, *, val_subjects: int = 3, seed: int = 0, download: bool = True
+) -> HarData:
+  """Load UCI HAR with a subject-disjoint validation split (``val_subjects`` seeded subjects).
+
+  The test set is the official test split when ``test/`` is complete, else training subjects
+  25..30 held out (``test_source == "heldout"``). ``split_note`` says which, in one sentence.
+  """
+  if val_subjects < 0:
+    raise ValueError(f"val_subjects must be >= 0, got {val_subjects}")
+  root = find_root(data_dir, download=download)
+  a = load_arrays(root)
+  x, y, s = a["x_train"], a["y_train"], a["s_train"]
+  state = str(a["test_state"])
+  if state == "official":
+    x_test, y_test, s_test = a["x_test"], a["y_test"], a["s_test"]
+    pool = np.ones(len(s), bool)
+    test_source = "official"
+    test_note = (
+      f"test = official test split ({len(np.unique(s_test))} subjects, {len(s_test)} rows)"
+    )
+  else:
+    held = np.isin(s, TEST_FALLBACK_SUBJECTS)
+    if not held.any():
+      raise DataError(
+        f"{root / TEST_FILES[0]} is absent and the training split has none of subjects "
+        f"{_subjects_text(np.array(TEST_FALLBACK_SUBJECTS))} to hold out as a test set; add the "
+        "official test/ files."
+      )
+    x_test, y_test, s_test = x[held], y[held], s[held]
+    pool = ~held
+    test_source = "heldout"
+    if state == "partial":
+      why = (
+        f"official test split incomplete in {root / 'test'}: only "
+        f"{', '.join(Path(p).name for p in a['test_present'])}"
+      )
+    else:
+      why = f"official test features absent in {root / 'test'}"
+    test_note = (
+      f"test = training subjects {_subjects_text(np.unique(s_test))} held out ({why}; "
+      f"{len(s_test)} rows)"
+    )
+  pool_subjects = np.unique(s[pool])
+  if val_subjects >= len(pool_subjects):
+    raise DataError(
+      f"{root}: only {len(pool_subjects)} training subjects available, cannot hold out "
+      f"{val_subjects} for validation and keep one for training; lower val_subjects."
+    )
+  rng = np.random.default_rng(seed)
+  chosen = np.sort(rng.choice(pool_subjects, size=val_subjects, replace=False))
+  val = pool & np.isin(s, chosen)
+  train = pool & ~val
+  if val_subjects:
+    val_note = f"val = subjects {_subjects_text(chosen)} ({int(val.sum())} rows)"
+  else:
+    val_note = "no val split"
+  train_note = f"train = {len(np.unique(s[train]))} subjects ({int(train.sum())} rows)"
+  return HarData(
+    x_train=x[train],
+    y_train=y[train],
+    s_train=s[train],
+    x_val=x[val],
+    y_val=y[val],
+    s_val=s[val],
+    x_test=x_test,
+    y_test=y_test,
+    s_test=s_test,
+    class_names=tuple(str(c) for c in a["class_names"]),
+    feature_names=tuple(str(f) for f in a["feature_names"]),
+    test_source=test_source,
+    split_note=f"{test_note}; {val_note}; {train_note}.",
+  )

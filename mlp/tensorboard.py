@@ -1,0 +1,283 @@
+"""TensorBoard logging (scalars and HParams) through tensorboard's own writer, without TensorFlow.
+
+Layout of a study with the HParams dashboard::
+
+  root/              write_hparams_config(root, ...)   -> experiment summary (hparams + metrics)
+  root/<run>/        SummaryWriter(root / run)          -> session start/end + scalar metrics
+
+Events are written with `tensorboard.summary.writer.event_file_writer.EventFileWriter`; the HParams
+protos are built by hand with `tensorboard.plugins.hparams` (api_pb2, plugin_data_pb2, metadata)
+because `tensorboard.plugins.hparams.summary` imports TensorFlow. Nothing here imports TensorFlow.
+
+HParam values are normalised to what the HParams plugin accepts (bool, number, string): numpy
+scalars become Python scalars, sequences such as hidden widths ``(300, 100)`` become ``"300-100"``
+(an empty sequence becomes ``"none"``), and ``None`` becomes ``"none"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from google.protobuf import struct_pb2
+from tensorboard.backend.event_processing import plugin_event_accumulator
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from tensorboard.plugins.hparams import metadata as hp_metadata
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.util import tensor_util
+
+HParamValue = float | int | str | bool
+
+_STATUSES = {
+  "success": api_pb2.STATUS_SUCCESS,
+  "failure": api_pb2.STATUS_FAILURE,
+  "running": api_pb2.STATUS_RUNNING,
+  "unknown": api_pb2.STATUS_UNKNOWN,
+}
+
+
+def hparam_value(value: Any) -> HParamValue:
+  """Normalise one hyperparameter value to a bool, int, float or str.
+
+  Sequences are joined with "-" (``(300, 100)`` -> ``"300-100"``); ``None`` and empty sequences
+  become ``"none"``. Raises TypeError for other unsupported types (e.g. dicts).
+  """
+  if isinstance(value, np.generic):
+    value = value.item()
+  if value is None:
+    return "none"
+  if isinstance(value, bool | int | float | str):
+    return value
+  if isinstance(value, np.ndarray) and value.ndim == 0:
+    return hparam_value(value.item())
+  if isinstance(value, Sequence | np.ndarray) and not isinstance(value, bytes | Mapping):
+    parts = [str(hparam_value(v)) for v in value]
+    return "-".join(parts) if parts else "none"
+  raise TypeError(f"unsupported hyperparameter value {value!r} of type {type(value).__name__}")
+
+
+def _proto_value(value: HParamValue) -> Any:
+  """Returns a google.protobuf.Value holding `value`."""
+  out = struct_pb2.Value()
+  if isinstance(value, bool):
+    out.bool_value = value
+  elif isinstance(value, int | float):
+    out.number_value = float(value)
+  else:
+    out.string_value = value
+  return out
+
+
+def _data_type(value: HParamValue) -> int:
+  if isinstance(value, bool):
+    return api_pb2.DATA_TYPE_BOOL
+  if isinstance(value, int | float):
+    return api_pb2.DATA_TYPE_FLOAT64
+  return api_pb2.DATA_TYPE_STRING
+
+
+def _hparams_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.Summary:
+  """Summary holding one HParams plugin message (as tensorboard's own summary_v2 builds it)."""
+  summary = summary_pb2.Summary()
+  summary.value.add(
+    tag=tag,
+    metadata=hp_metadata.create_summary_metadata(data),
+    tensor=hp_metadata.NULL_TENSOR,
+  )
+  return summary
+
+
+def _scalar_summary(tag: str, value: float) -> summary_pb2.Summary:
+  """Summary in the scalars plugin format (rank-0 float32 tensor, plugin "scalars")."""
+  tensor = tensor_pb2.TensorProto(
+    dtype=types_pb2.DT_FLOAT,
+    tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+    float_val=[float(value)],
+  )
+  summary = summary_pb2.Summary()
+  summary.value.add(
+    tag=tag, metadata=scalar_metadata.create_summary_metadata("", ""), tensor=tensor
+  )
+  return summary
+
+
+class SummaryWriter:
+  """Writes scalars and HParams session info for one run into `logdir` (an event file)."""
+
+  def __init__(self, logdir: str | os.PathLike, *, flush_secs: float = 30.0) -> None:
+    self.logdir = os.fspath(logdir)
+    self._writer: EventFileWriter | None = EventFileWriter(
+      self.logdir, max_queue_size=100, flush_secs=flush_secs
+    )
+    self._session_started = False
+
+  def _add(self, summary: summary_pb2.Summary, step: int) -> None:
+    if self._writer is None:
+      raise RuntimeError(f"SummaryWriter for {self.logdir} is closed")
+    self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+  def scalar(self, tag: str, value: float, step: int) -> None:
+    """Logs one scalar (shown in TensorBoard's Scalars dashboard)."""
+    self._add(_scalar_summary(tag, float(value)), step)
+
+  def scalars(self, values: Mapping[str, float], step: int) -> None:
+    """Logs several scalars at the same step."""
+    for tag, value in values.items():
+      self.scalar(tag, value, step)
+
+  def hparams(self, hparams: Mapping[str, Any], *, trial_id: str | None = None) -> None:
+    """Writes the HParams session start for this run with its hyperparameter values.
+
+    `trial_id` names the session group (runs with the same id, e.g. different seeds, are grouped);
+    it defaults to a hash of the normalised hyperparameters. Values are normalised with
+    `hparam_value`. The matching session end is written by `close`.
+    """
+    values = {str(k): hparam_value(v) for k, v in hparams.items()}
+    if trial_id is None:
+      blob = json.dumps(values, sort_keys=True, separators=(",", ":"))
+      trial_id = hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    info = plugin_data_pb2.SessionStartInfo(group_name=trial_id, start_time_secs=time.time())
+    for name in sorted(values):
+      info.hparams[name].CopyFrom(_proto_value(values[name]))
+    data = plugin_data_pb2.HParamsPluginData(session_start_info=info)
+    self._add(_hparams_summary(hp_metadata.SESSION_START_INFO_TAG, data), step=0)
+    self._session_started = True
+
+  def end_session(self, status: str = "success") -> None:
+    """Writes the HParams session end ("success", "failure", "running" or "unknown")."""
+    if status not in _STATUSES:
+      raise ValueError(f"status must be one of {sorted(_STATUSES)}, got {status!r}")
+    info = plugin_data_pb2.SessionEndInfo(status=_STATUSES[status], end_time_secs=time.time())
+    data = plugin_data_pb2.HParamsPluginData(session_end_info=info)
+    self._add(_hparams_summary(hp_metadata.SESSION_END_INFO_TAG, data), step=0)
+    self._session_started = False
+
+  def flush(self) -> None:
+    """Writes pending events to disk."""
+    if self._writer is not None:
+      self._writer.flush()
+
+  def close(self, *, status: str = "success") -> None:
+    """Ends the HParams session (if `hparams` was called) with `status`, then closes the file."""
+    if self._writer is None:
+      return
+    if self._session_started:
+      self.end_session(status)
+    self._writer.close()
+    self._writer = None
+
+  def __enter__(self) -> SummaryWriter:
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    self.close(status="success" if exc_type is None else "failure")
+
+
+def write_hparams_config(
+  logdir: str | os.PathLike,
+  hparams: Mapping[str, Sequence[Any] | None],
+  metrics: Sequence[str],
+) -> None:
+  """Writes the HParams experiment summary at a study's root `logdir`.
+
+  `hparams` maps each hyperparameter name to its domain: a list/tuple of values (a discrete
+  domain; values normalised with `hparam_value`, so ``[(300, 100), (500,)]`` becomes
+  ``["300-100", "500"]``) or None (no declared domain). `metrics` are the scalar tags to show as
+  metric columns (as logged by `SummaryWriter.scalar` in each run directory).
+  """
+  infos = []
+  for name, domain in hparams.items():
+    info = api_pb2.HParamInfo(name=str(name))
+    if domain is not None:
+      if isinstance(domain, str | bytes) or not isinstance(domain, Sequence | np.ndarray):
+        raise TypeError(f"domain of hparam {name!r} must be a list/tuple of values or None")
+      values = list(dict.fromkeys(hparam_value(v) for v in domain))
+      if not values:
+        raise ValueError(f"domain of hparam {name!r} is empty")
+      types = {_data_type(v) for v in values}
+      if len(types) != 1:
+        raise ValueError(f"domain of hparam {name!r} mixes value types: {values!r}")
+      info.type = types.pop()
+      values.sort()
+      info.domain_discrete.extend(values)
+    infos.append(info)
+  metric_infos = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=str(tag))) for tag in metrics]
+  experiment = api_pb2.Experiment(
+    hparam_infos=infos, metric_infos=metric_infos, time_created_secs=time.time()
+  )
+  data = plugin_data_pb2.HParamsPluginData(experiment=experiment)
+  writer = EventFileWriter(os.fspath(logdir))
+  try:
+    writer.add_event(
+      event_pb2.Event(
+        wall_time=time.time(), step=0, summary=_hparams_summary(hp_metadata.EXPERIMENT_TAG, data)
+      )
+    )
+  finally:
+    writer.close()
+
+
+def _accumulator(logdir: str | os.PathLike) -> plugin_event_accumulator.EventAccumulator:
+  path = os.fspath(logdir)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"no TensorBoard log directory at {path}")
+  acc = plugin_event_accumulator.EventAccumulator(
+    path, size_guidance={plugin_event_accumulator.TENSORS: 0}
+  )
+  return acc.Reload()
+
+
+def _tag_to_content(
+  acc: plugin_event_accumulator.EventAccumulator, plugin: str
+) -> dict[str, bytes]:
+  """{tag: plugin content} for `plugin`, empty if the plugin has no data."""
+  return dict(acc.PluginTagToContent(plugin)) if plugin in acc.ActivePlugins() else {}
+
+
+def read_scalars(logdir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+  """Reads back the scalars of one run directory with tensorboard's event accumulator.
+
+  Returns {tag: [(step, value), ...]} in the order written (subdirectories are not read).
+  """
+  acc = _accumulator(logdir)
+  out = {}
+  for tag in _tag_to_content(acc, scalar_metadata.PLUGIN_NAME):
+    out[tag] = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+  return out
+
+
+def _read_hparams_data(logdir: str | os.PathLike) -> dict[str, bytes]:
+  """{hparams tag: plugin content} for one directory."""
+  return _tag_to_content(_accumulator(logdir), hp_metadata.PLUGIN_NAME)
+
+
+def _from_proto_value(value: Any) -> HParamValue:
+  kind = value.WhichOneof("kind")
+  if kind == "bool_value":
+    return value.bool_value
+  if kind == "number_value":
+    x = value.number_value
+    return int(x) if x.is_integer() else x
+  if kind == "string_value":
+    return value.string_value
+  raise ValueError(f"unexpected hparam value kind {kind!r}")
+
+
+def read_hparams(logdir: str | os.PathLike) -> dict[str, HParamValue]:
+  """Reads back the session-start hyperparameters of one run with tensorboard's reader.
+
+  Numbers that are whole come back as int (the HParams plugin stores all numbers as floats).
+  Raises LookupError if the run has no session start.
+  """
+  content = _read_hparams_data(logdir).get(hp_metadata.SESSION_START_INFO_TAG)
+  if content is None:
+    raise LookupError(f"no HParams session start in {os.fspath(logdir)}")
+  info = hp_metadata.parse_session_start_info_plugin_data(content)
+  return {name: _from_proto_value(v) for name, v in info.hparams.items()}
