@@ -180,6 +180,17 @@ def test_non_number(tmp_path):
     har.load(str(tmp_path))
 
 
+def test_non_finite_value(tmp_path):
+  root = write_fake_har(tmp_path)
+  _rewrite(root / "train/X_train.txt", lambda lines: lines.insert(0, ""))
+  _rewrite(root / "train/X_train.txt", lambda lines: lines.__setitem__(3, "nan " + lines[3]))
+  _rewrite(
+    root / "train/X_train.txt", lambda lines: lines.__setitem__(3, lines[3].rsplit(maxsplit=1)[0])
+  )
+  with pytest.raises(DataError, match=r"X_train.txt line 4: non-finite value"):
+    har.load(str(tmp_path))
+
+
 def test_label_out_of_range(tmp_path):
   root = write_fake_har(tmp_path)
 
@@ -363,3 +374,11 @@ def test_git_blob_sha1_matches_git(tmp_path):
   p.write_bytes(b"hello\n")
   # `git hash-object` of "hello\n"
   assert common.git_blob_sha1(p) == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+def test_fake_har_is_learnable(tmp_path):
+  write_fake_har(tmp_path, with_test=True, rows_per_subject=24)
+  d = har.load(str(tmp_path), val_subjects=2)
+  centroids = np.stack([d.x_train[d.y_train == c].mean(0) for c in range(6)])
+  pred = np.argmin(((d.x_test[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
+  assert (pred == d.y_test).mean() > 0.9

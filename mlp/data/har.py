@@ -172,7 +172,7 @@ def _read_text(path: Path) -> str:
 def parse_matrix(path: Path, ncol: int) -> np.ndarray:
   """Whitespace-separated floats with ``ncol`` per line -> float32 (n, ncol)."""
   text = _read_text(path)
-  rows, lines = [], text.splitlines()
+  rows, linenos, lines = [], [], text.splitlines()
   with warnings.catch_warnings():
     # older numpy warns and returns a short row on a bad token, newer numpy raises ValueError
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -186,10 +186,11 @@ def parse_matrix(path: Path, ncol: int) -> np.ndarray:
       if row is None or row.size != ncol:
         _raise_row_error(path, i + 1, line, ncol)
       rows.append(row)
+      linenos.append(i + 1)
   x = np.stack(rows).astype(np.float32)
   if not np.isfinite(x).all():
-    line = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0]) + 1
-    raise DataError(f"{path}: non-finite value in data row {line}. Replace the file.")
+    lineno = linenos[int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])]
+    raise DataError(f"{path} line {lineno}: non-finite value. Replace the file.")
   return x
 
 

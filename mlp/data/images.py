@@ -1,0 +1,94 @@
+"""Reading a folder of user images (PNG, JPEG, ...) into a model's input size and channels."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mlp.data.common import DataError
+
+RESIZE_MODES = ("stretch", "crop")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+  """16-bit / 32-bit integer and float greyscale images -> 8-bit "L"."""
+  a = np.asarray(img, dtype=np.float64)
+  if img.mode.startswith("I;16"):
+    a = a / 257.0
+  elif img.mode == "F" and a.size and np.nanmax(a) <= 1.0:
+    a = a * 255.0
+  elif a.size and np.nanmax(a) > 255:
+    a = a / 257.0
+  return Image.fromarray(np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8), "L")
+
+
+def convert(
+  img: Image.Image, size: tuple[int, int], channels: int, resize: str = "stretch"
+) -> np.ndarray:
+  """One PIL image -> uint8 (H, W, channels): EXIF-rotated, alpha over white, resized."""
+  if channels not in (1, 3):
+    raise ValueError(f"channels must be 1 or 3, got {channels}")
+  if resize not in RESIZE_MODES:
+    raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+  h, w = size
+  img = ImageOps.exif_transpose(img)
+  if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+    img = _to_8bit(img)
+  if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    img = Image.alpha_composite(background, rgba)
+  img = img.convert("L" if channels == 1 else "RGB")
+  if img.size != (w, h):
+    if resize == "crop":
+      img = ImageOps.fit(img, (w, h), method=Image.Resampling.LANCZOS)
+    else:
+      img = img.resize((w, h), Image.Resampling.LANCZOS)
+  a = np.asarray(img, dtype=np.uint8)
+  return a[..., None] if channels == 1 else a
+
+
+def load_folder(
+  folder: str | os.PathLike,
+  *,
+  size: tuple[int, int],
+  channels: int,
+  resize: str = "stretch",
+) -> tuple[np.ndarray, list[str]]:
+  """Images in ``folder`` (sorted by name; not recursive) -> (uint8 (n, H, W, C), file names).
+
+  Any size and mode Pillow reads is converted to ``size`` = (H, W) and ``channels`` (1 grey,
+  3 RGB); ``resize`` is "stretch" (whole image, aspect ignored) or "crop" (centre crop to the
+  aspect, then resize). Files Pillow cannot read are skipped with a warning. ``folder`` may also
+  be a single image file.
+  """
+  if channels not in (1, 3):
+    raise ValueError(f"channels must be 1 or 3, got {channels}")
+  if resize not in RESIZE_MODES:
+    raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+  folder = Path(folder)
+  if folder.is_file():
+    paths = [folder]
+  elif folder.is_dir():
+    paths = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.name)
+  else:
+    raise DataError(f"image folder {folder} not found; pass an existing folder of images.")
+  arrays, names = [], []
+  for p in paths:
+    try:
+      with Image.open(p) as img:
+        img.load()
+        arrays.append(convert(img, size, channels, resize))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+      warnings.warn(f"skipping {p}: not a readable image ({e})", stacklevel=2)
+      continue
+    names.append(p.name)
+  if not arrays:
+    raise DataError(
+      f"no readable images (PNG, JPEG, ...) in {folder}; put the images to classify there."
+    )
+  return np.stack(arrays), names

@@ -1,0 +1,194 @@
+"""Expand a study config into runs, and group runs by the static shape they compile to.
+
+A study config has a base (``model``, ``train``), a ``grid`` that mirrors the base's structure with
+a tuple of values per swept field (``grid.train.batch_size = (1, 50)``), ``extra_runs`` (named
+override dicts for runs outside the grid), and ``seeds`` (how many seeds per run).
+"""
+
+import copy
+import itertools
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+
+from mlp import train
+
+# Short names used in run names, e.g. bs1_h300-100_lr0.01_mom0.
+SHORT = {
+  "train.batch_size": "bs",
+  "model.hidden": "h",
+  "train.learning_rate": "lr",
+  "train.momentum": "mom",
+  "train.l2": "l2",
+  "train.lr_decay": "decay",
+  "train.dropout": "drop",
+}
+
+
+class Run(NamedTuple):
+  """One training run: a named configuration and a seed."""
+
+  name: str
+  seed: int
+  config: ml_collections.ConfigDict  # the full config with this run's overrides applied
+
+  @property
+  def id(self) -> str:
+    return f"{self.name}/seed{self.seed}"
+
+
+def leaves(cfg: Mapping, prefix: str = "") -> Iterator[tuple[str, Any]]:
+  """(dotted path, value) for every leaf of a nested config, in definition order."""
+  for key, value in cfg.items():
+    path = f"{prefix}{key}"
+    if isinstance(value, Mapping | ml_collections.ConfigDict):
+      yield from leaves(value, path + ".")
+    else:
+      yield path, value
+
+
+def fmt(value: Any) -> str:
+  """Compact text for run names: (300, 100) -> 300-100, 0.001 -> 0.001, 0.0 -> 0."""
+  if isinstance(value, list | tuple):
+    return "-".join(fmt(v) for v in value)
+  if isinstance(value, float):
+    return f"{value:g}"
+  return str(value)
+
+
+def override(cfg: ml_collections.ConfigDict, path: str, value: Any) -> None:
+  """Set ``cfg.<path> = value``; an unknown path is an error naming it."""
+  *parents, last = path.split(".")
+  node = cfg
+  for p in parents:
+    if p not in node:
+      raise KeyError(f"config has no field {path!r} (from the sweep grid or extra_runs)")
+    node = node[p]
+  if last not in node:
+    raise KeyError(f"config has no field {path!r} (from the sweep grid or extra_runs)")
+  node[last] = type(node[last])(value) if isinstance(node[last], tuple) else value
+
+
+def _base(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  base = ml_collections.ConfigDict(copy.deepcopy(config.to_dict()))
+  for key in ("grid", "extra_runs"):
+    if key in base:
+      del base[key]
+  return base
+
+
+def expand(config: ml_collections.ConfigDict) -> list[Run]:
+  """All runs of a study: the grid's cartesian product, then the extra runs, times the seeds."""
+  base = _base(config)
+  named: list[tuple[str, ml_collections.ConfigDict]] = []
+  order = list(SHORT)  # known axes first, in the study's column order; others after
+  axes = sorted(
+    leaves(config.get("grid", {})), key=lambda a: order.index(a[0]) if a[0] in order else len(order)
+  )
+  for values in itertools.product(*(v for _, v in axes)):
+    cfg = copy.deepcopy(base)
+    for (path, _), value in zip(axes, values, strict=True):
+      override(cfg, path, value)
+    name = "_".join(
+      f"{SHORT.get(p, p.split('.')[-1])}{fmt(v)}" for (p, _), v in zip(axes, values, strict=True)
+    )
+    named.append((name or config.get("name", "run"), cfg))
+  for name, overrides in config.get("extra_runs", {}).items():
+    cfg = copy.deepcopy(base)
+    for path, value in leaves(overrides):
+      override(cfg, path, value)
+    named.append((name, cfg))
+  seeds = range(int(config.seed), int(config.seed) + int(config.seeds))
+  return [Run(name, s, cfg) for name, cfg in named for s in seeds]
+
+
+def spec_of(cfg: ml_collections.ConfigDict, num_inputs: int, num_classes: int) -> train.Spec:
+  """The static shape of a run."""
+  hidden = tuple(int(h) for h in cfg.model.hidden)
+  rates = tuple(cfg.train.dropout)
+  if len(rates) != len(hidden) + 1:
+    raise ValueError(
+      f"train.dropout has {len(rates)} rates but the net has {len(hidden) + 1} Dense layers "
+      f"(model.hidden={hidden}); give one rate per Dense-layer input, e.g. "
+      f"{(0.0,) * (len(hidden) + 1)}"
+    )
+  return train.Spec(
+    sizes=(num_inputs, *hidden, num_classes),
+    batch_size=int(cfg.train.batch_size),
+    dropout=cfg.model.dropout if any(r > 0 for r in rates) else "none",
+    softmax_grad=cfg.model.softmax_grad,
+  )
+
+
+def hyper_of(cfg: ml_collections.ConfigDict) -> train.Hyper:
+  """The dynamic hyperparameters of a run (arrays: new values never recompile)."""
+  t = cfg.train
+  return train.make_hyper(
+    learning_rate=float(t.learning_rate),
+    momentum=float(t.momentum),
+    l2=float(t.l2),
+    lr_decay=float(t.lr_decay),
+    dropout=tuple(float(r) for r in t.dropout),
+  )
+
+
+def stopping_of(cfg: ml_collections.ConfigDict) -> train.Stopping:
+  t = cfg.train
+  return train.Stopping(
+    kind=t.early_stopping,
+    gap=float(t.gap),
+    min_epoch=int(t.gap_min_epoch),
+    patience=int(t.patience),
+  ).validate()
+
+
+class Group(NamedTuple):
+  """Runs that share one compiled program and one fit loop."""
+
+  spec: train.Spec
+  max_epochs: int
+  stopping: train.Stopping
+  runs: list[Run]
+
+  def hyper(self) -> train.Hyper:
+    return train.stack([hyper_of(r.config) for r in self.runs])
+
+  def keys(self) -> jax.Array:
+    return jax.numpy.stack([jax.random.key(r.seed) for r in self.runs])
+
+
+def group_by_shape(runs: list[Run], num_inputs: int, num_classes: int) -> list[Group]:
+  """Group runs by (static shape, epoch budget, stopping rule), keeping first-seen order."""
+  groups: dict[tuple, Group] = {}
+  for run in runs:
+    spec = spec_of(run.config, num_inputs, num_classes)
+    hyper_of(run.config)  # validate values early, before any training starts
+    key = (spec, int(run.config.train.max_epochs), stopping_of(run.config))
+    groups.setdefault(key, Group(*key, runs=[])).runs.append(run)
+  return list(groups.values())
+
+
+def hparams_of(run: Run) -> dict[str, Any]:
+  """The hyperparameters shown in TensorBoard's HParams dashboard and the results table."""
+  cfg = run.config
+  return {
+    "batch_size": int(cfg.train.batch_size),
+    "hidden": tuple(cfg.model.hidden),
+    "learning_rate": float(cfg.train.learning_rate),
+    "momentum": float(cfg.train.momentum),
+    "l2": float(cfg.train.l2),
+    "lr_decay": float(cfg.train.lr_decay),
+    "dropout": tuple(float(r) for r in cfg.train.dropout),
+    "seed": run.seed,
+  }
+
+
+def lookup(cfg: Mapping, path: str) -> Any:
+  """Value at a dotted path; integer parts index into tuples (``model.hidden.1``)."""
+  node: Any = cfg
+  for part in path.split("."):
+    node = node[int(part)] if part.isdigit() else node[part]
+  return np.asarray(node).tolist() if isinstance(node, np.ndarray) else node

@@ -1,0 +1,204 @@
+"""End to end: the HAR ablation (quick variant) on a tiny synthetic data set in the official layout."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs import har as har_config
+from mlp import checkpoint, study, sweep, tensorboard, train
+from mlp import data as data_lib
+from tests.data_fixtures import write_fake_har
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBJECTS = (1, 3, 5, 6, 7, 8, 25, 26, 27, 28, 29, 30)
+
+
+@pytest.fixture(scope="module")
+def har_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("har")
+  write_fake_har(root, subjects=SUBJECTS, rows_per_subject=30)
+  return root
+
+
+def quick_config(**train_overrides):
+  cfg = har_config.get_config("quick")
+  cfg.train.max_epochs = 3
+  cfg.train.gap_min_epoch = 1
+  for k, v in train_overrides.items():
+    cfg.train[k] = v
+  return cfg
+
+
+@pytest.fixture(scope="module")
+def finished(har_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("study")
+  cfg = quick_config()
+  lines = []
+  results = study.run_study(cfg, workdir, data_dir=str(har_dir), log=lines.append)
+  return cfg, workdir, results, lines
+
+
+def read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_table_has_every_run_with_topk_on_test(finished):
+  cfg, workdir, results, lines = finished
+  runs = sweep.expand(cfg)
+  assert len(runs) == 9 and len(results) == 9
+  rows = read_csv(workdir / "results.csv")
+  assert [r["run"] for r in rows] == [r.name for r in runs]
+  for row in rows:
+    for col in ("BS", "N2", "LR", "Mom", "Epoch", "Dropout"):
+      assert row[col] != ""
+    topk = [float(row[f"Top-{k}"]) for k in range(1, 6)]
+    assert all(0 <= a <= b <= 1 for a, b in zip(topk, topk[1:], strict=False))
+  by_name = {r["run"]: r for r in rows}
+  assert by_name["dropout"]["Dropout"] == "0.5" and by_name["dropout"]["BS"] == "10"
+  md = (workdir / "results.md").read_text()
+  assert "| BS | N2 | LR | Mom | Dropout | Epoch | Top-1 |" in md
+  # The held-out test split is named in the table and in the log.
+  assert "subjects 25-30 held out" in md
+  assert any("subjects 25-30 held out" in line for line in lines)
+
+
+def test_topk_in_table_matches_the_saved_model(finished, har_dir):
+  cfg, workdir, results, _ = finished
+  data = data_lib.load(cfg.data, str(har_dir))
+  rows = {r["run"]: r for r in read_csv(workdir / "results.csv")}
+  run = sweep.expand(cfg)[0]
+  model = checkpoint.load(study.run_dir(workdir, run) / "model")
+  checkpoint.check_compatible(model, dataset="har", input_dim=561)
+  spec = sweep.spec_of(run.config, data.num_inputs, data.num_classes)
+  logp = train.log_probs(spec, model.params, sweep.hyper_of(run.config), data.tests["test"][0])
+  acc = float(np.mean(logp.argmax(1) == data.tests["test"][1]))
+  np.testing.assert_allclose(float(rows[run.name]["Top-1"]), acc, rtol=1e-6)
+  assert model.meta["class_names"][0] == "WALKING"
+
+
+def test_learns_the_synthetic_task(finished):
+  _, _, results, _ = finished
+  assert max(r["tests"]["test"]["topk"][0] for r in results) > 0.8
+
+
+def test_tensorboard_events_hold_curves_and_hparams(finished):
+  cfg, workdir, results, _ = finished
+  for run, result in zip(sweep.expand(cfg), results, strict=True):
+    rdir = study.run_dir(workdir, run)
+    scalars = tensorboard.read_scalars(rdir)
+    assert set(study.METRIC_TAGS) <= set(scalars)
+    steps = [s for s, _ in scalars["loss/val"]]
+    assert steps == list(range(1, result["epochs"] + 1))
+    vals = [v for _, v in scalars["loss/train"]]
+    np.testing.assert_allclose(vals, result["history"]["train_loss"], rtol=1e-6)
+    hp = tensorboard.read_hparams(rdir)
+    assert hp["batch_size"] == run.config.train.batch_size
+    assert hp["hidden"] == sweep.fmt(run.config.model.hidden)
+
+
+def test_figures_are_pngs(finished):
+  _, workdir, _, _ = finished
+  figs = sorted(p.name for p in (workdir / "figures").glob("*.png"))
+  assert figs == [
+    "best_vs_dropout_confusion.png",
+    "best_vs_dropout_loss.png",
+    "confusion_matrices.png",
+    "loss_curves_1.png",
+    "loss_curves_2.png",
+    "loss_curves_3.png",
+    "loss_curves_4.png",
+  ]
+  for name in figs:
+    assert (workdir / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_run_has_an_evaluation_report(finished):
+  cfg, workdir, _, _ = finished
+  for run in sweep.expand(cfg):
+    ev = study.run_dir(workdir, run) / "eval" / "test"
+    assert (ev / "report.md").exists() and (ev / "confusion.csv").exists()
+
+
+def test_resume_skips_finished_runs_and_restarts_interrupted(finished, har_dir, monkeypatch):
+  cfg, workdir, results, _ = finished
+  runs = sweep.expand(cfg)
+  stamps = {r.id: os.stat(study.run_dir(workdir, r) / "result.json").st_mtime_ns for r in runs}
+  # Simulate an interrupted run: its folder exists but has no result.json.
+  victim = runs[2]
+  os.remove(study.run_dir(workdir, victim) / "result.json")
+  calls = []
+  real_fit = train.fit
+
+  def counting_fit(*args, **kwargs):
+    calls.append(1)
+    return real_fit(*args, **kwargs)
+
+  monkeypatch.setattr(train, "fit", counting_fit)
+  lines = []
+  again = study.run_study(cfg, workdir, data_dir=str(har_dir), log=lines.append)
+  assert len(calls) == 1
+  assert any("8 of 9 runs already finished" in line for line in lines)
+  for r in runs:
+    if r.id != victim.id:
+      assert os.stat(study.run_dir(workdir, r) / "result.json").st_mtime_ns == stamps[r.id]
+  assert again[2]["run"] == victim.id and again[2]["epochs"] >= 1
+
+
+def test_changed_config_on_same_workdir_is_refused(finished, har_dir):
+  _, workdir, _, _ = finished
+  cfg = quick_config(l2=0.5)
+  with pytest.raises(study.StudyError, match="different config"):
+    study.run_study(cfg, workdir, data_dir=str(har_dir), log=lambda s: None)
+
+
+def test_diverged_run_is_marked_and_the_study_goes_on(har_dir, tmp_path):
+  cfg = quick_config()
+  cfg.grid.train.learning_rate = (1e30, 0.01)
+  cfg.grid.train.batch_size = (50,)
+  cfg.grid.model.hidden = ((64, 16),)
+  cfg.grid.train.momentum = (0.0,)
+  del cfg.extra_runs["dropout"]
+  cfg.report.compare_with_best = ""
+  study.run_study(cfg, tmp_path, data_dir=str(har_dir), log=lambda s: None)
+  rows = {r["run"]: r for r in read_csv(tmp_path / "results.csv")}
+  assert rows["bs50_h64-16_lr1e+30_mom0"]["Status"] == "diverged"
+  assert rows["bs50_h64-16_lr0.01_mom0"]["Status"] == "ok"
+  assert "diverged" in (tmp_path / "results.md").read_text()
+
+
+def run_cli(*args, env=None):
+  return subprocess.run(
+    [sys.executable, "-m", "experiments.har_ablation", *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    env={**os.environ, **(env or {})},
+    timeout=300,
+  )
+
+
+def test_cli_runs_quick_config_and_rejects_unknown_field(har_dir, tmp_path):
+  bad = run_cli("--config=configs/har.py:quick", "--config.train.no_such_field=1")
+  assert bad.returncode != 0
+  assert "no_such_field" in bad.stderr
+  malformed = run_cli("--config=configs/har.py:quick", "--config.train.batch_size=many")
+  assert malformed.returncode != 0 and "batch_size" in malformed.stderr
+  missing = run_cli("--config=configs/har.py:quick", f"--data_dir={tmp_path / 'nowhere'}")
+  assert missing.returncode == 2
+  assert "nowhere" in missing.stderr and "Traceback" not in missing.stderr
+  ok = run_cli(
+    "--config=configs/har.py:quick",
+    "--config.train.max_epochs=1",
+    f"--workdir={tmp_path / 'w'}",
+    env={"MLP_DATA_DIR": str(har_dir)},
+  )
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  assert len(read_csv(tmp_path / "w" / "results.csv")) == 9
+  assert json.loads((tmp_path / "w" / "config.json").read_text())["train"]["max_epochs"] == 1

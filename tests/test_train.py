@@ -1,0 +1,251 @@
+"""The optimizer (Eq. 4), the jitted epoch, early stopping, populations and compile caching."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mlp import model, optim, train
+
+
+def blobs(n, d=12, c=3, seed=0, noise=1.0):
+  """Gaussian class blobs (centers fixed, samples drawn with ``seed``): a learnable problem."""
+  centers = np.random.default_rng(12345).normal(size=(c, d)) * 2
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, c, n)
+  return (centers[y] + noise * rng.normal(size=(n, d))).astype(np.float32), y.astype(np.int32)
+
+
+def test_optax_path_equals_eq4_written_out():
+  """W <- W + dW + mu dW_prev;  dW_prev <- dW + mu dW_prev,  with dW = -eta (g + lambda W)."""
+  with jax.enable_x64(True):
+    params = model.init(jax.random.key(0), (5, 4, 3), jnp.float64)
+    lr, mu, l2 = 0.05, 0.09, 0.01
+    tx = optim.heavy_ball(jnp.asarray(lr), jnp.asarray(mu), jnp.asarray(l2))
+    state = tx.init(params)
+    opt_params = params
+    lit_params = jax.tree.map(np.asarray, params)
+    prev = jax.tree.map(np.zeros_like, lit_params)
+    for t in range(6):
+      grads = jax.tree.map(
+        lambda p, t=t: np.asarray(jax.random.normal(jax.random.key(t), p.shape)), lit_params
+      )
+      updates, state = tx.update(grads, state, opt_params)
+      opt_params = optax.apply_updates(opt_params, updates)
+      new_lit, new_prev = [], []
+      for layer, g, dprev in zip(lit_params, grads, prev, strict=True):
+        dw = -lr * (g.w + l2 * layer.w)  # L2 on weights only
+        db = -lr * g.b
+        new_lit.append(model.Dense(layer.w + dw + mu * dprev.w, layer.b + db + mu * dprev.b))
+        new_prev.append(model.Dense(dw + mu * dprev.w, db + mu * dprev.b))
+      lit_params, prev = tuple(new_lit), tuple(new_prev)
+    for a, b in zip(jax.tree.leaves(opt_params), jax.tree.leaves(lit_params), strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_epoch_learning_rate_decay():
+  lrs = [float(optim.epoch_learning_rate(0.1, 0.9, e)) for e in range(4)]
+  np.testing.assert_allclose(lrs, [0.1, 0.09, 0.081, 0.0729], rtol=1e-6)
+
+
+@pytest.mark.parametrize("n,batch_size", [(10, 3), (8, 4), (5, 1)])
+def test_epoch_equals_reference_loop_with_partial_batch(n, batch_size):
+  """The scanned epoch equals a plain Python loop of jax.grad steps over the same batches."""
+  with jax.enable_x64(True):
+    x, y = blobs(n, d=6, c=3, seed=1)
+    x = jnp.asarray(x, jnp.float64)
+    spec = train.Spec(sizes=(6, 5, 3), batch_size=batch_size)
+    params = model.init(jax.random.key(3), spec.sizes, jnp.float64)
+    hyper = train.Hyper(*(jnp.asarray(v) for v in (0.1, 0.5, 0.01, 0.9)), jnp.zeros(2))
+    key, epoch = jax.random.key(4), jnp.asarray(2)
+    out, _, mean_loss = train._train_epoch(
+      spec, params, optim.init_state(params), hyper, key, epoch, x, jnp.asarray(y)
+    )
+    # Reference: same permutation, last batch shorter, literal Eq. 4 with eta decayed twice.
+    epoch_key = jax.random.fold_in(key, epoch)
+    perm = np.asarray(jax.random.permutation(jax.random.fold_in(epoch_key, 0), n))
+    lr = 0.1 * 0.9**2
+    ref, velocity, total = params, jax.tree.map(jnp.zeros_like, params), 0.0
+    steps = math.ceil(n / batch_size)
+    for s in range(steps):
+      idx = perm[s * batch_size : (s + 1) * batch_size]
+      loss, g = jax.value_and_grad(model.loss)(ref, x[idx], jnp.asarray(y)[idx], l2=0.01)
+      total += float(loss - model.l2_penalty(ref, 0.01)) * len(idx)
+      velocity = jax.tree.map(lambda g, v: -lr * g + 0.5 * v, g, velocity)
+      ref = jax.tree.map(jnp.add, ref, velocity)
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref), strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(float(mean_loss), total / n, rtol=1e-10)
+
+
+def _hypers(lrs, dropout=(0.0, 0.0)):
+  return train.stack(
+    [train.make_hyper(learning_rate=lr, momentum=0.5, dropout=dropout) for lr in lrs]
+  )
+
+
+def test_no_recompile_when_only_hyperparameter_values_change():
+  x, y = blobs(64)
+  spec = train.Spec(sizes=(12, 8, 3), batch_size=16, dropout="inverted")
+  keys = jax.random.split(jax.random.key(0), 1)
+  data = (x, y, x[:16], y[:16])
+  train.fit(spec, _hypers([0.1], (0.2, 0.1)), keys, data, max_epochs=1)
+  sizes = train.population_epoch._cache_size(), train.population_evaluate._cache_size()
+  for lr, rates in [(0.01, (0.0, 0.5)), (0.3, (0.4, 0.0))]:
+    train.fit(spec, _hypers([lr], rates), keys, data, max_epochs=2)
+  assert (train.population_epoch._cache_size(), train.population_evaluate._cache_size()) == sizes
+  # ...while a new static shape does compile a new program (so the counter can move).
+  train.fit(train.Spec(sizes=(12, 8, 3), batch_size=8), _hypers([0.1]), keys, data, max_epochs=1)
+  assert train.population_epoch._cache_size() == sizes[0] + 1
+
+
+def test_same_seed_same_numbers():
+  x, y = blobs(60)
+  spec = train.Spec(sizes=(12, 8, 3), batch_size=7, dropout="regular")
+  keys = jax.random.split(jax.random.key(5), 1)
+  a = train.fit(spec, _hypers([0.05], (0.3, 0.3)), keys, (x, y, x, y), max_epochs=3)
+  b = train.fit(spec, _hypers([0.05], (0.3, 0.3)), keys, (x, y, x, y), max_epochs=3)
+  other = jax.random.split(jax.random.key(6), 1)
+  c = train.fit(spec, _hypers([0.05], (0.3, 0.3)), other, (x, y, x, y), max_epochs=3)
+  assert a.history == b.history
+  for p, q in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+    np.testing.assert_array_equal(p, q)
+  assert a.history[0]["train_loss"] != c.history[0]["train_loss"]
+
+
+def test_population_of_three_equals_three_single_runs():
+  x, y = blobs(90, seed=2)
+  xv, yv = blobs(30, seed=3)
+  spec = train.Spec(sizes=(12, 10, 3), batch_size=8, dropout="inverted")
+  hyper = train.stack(
+    [
+      train.make_hyper(learning_rate=lr, momentum=mu, l2=l2, lr_decay=dec, dropout=(r, 0.0))
+      for lr, mu, l2, dec, r in [
+        (0.05, 0.0, 0.0, 1.0, 0.0),
+        (0.02, 0.5, 1e-3, 0.9, 0.2),
+        (0.1, 0.09, 0.0, 0.95, 0.4),
+      ]
+    ]
+  )
+  keys = jax.random.split(jax.random.key(1), 3)
+  stopping = train.Stopping(kind="patience", patience=2)
+  pop = train.fit(
+    spec, hyper, keys, (x, y, xv, yv), max_epochs=6, stopping=stopping, vectorize=True
+  )
+  for i in range(3):
+    one = train.fit(
+      spec,
+      jax.tree.map(lambda a, i=i: a[i : i + 1], hyper),
+      keys[i : i + 1],
+      (x, y, xv, yv),
+      max_epochs=6,
+      stopping=stopping,
+      vectorize=False,
+    )
+    assert one.epochs[0] == pop.epochs[i]
+    assert one.stop_reason[0] == pop.stop_reason[i]
+    for name, values in one.history[0].items():
+      np.testing.assert_allclose(values, pop.history[i][name], rtol=1e-5, atol=1e-6, err_msg=name)
+    for p, q in zip(jax.tree.leaves(one.params), jax.tree.leaves(pop.params), strict=True):
+      np.testing.assert_allclose(p[0], q[i], rtol=1e-4, atol=1e-6)
+  # The one-by-one default on CPU agrees too.
+  seq = train.fit(
+    spec, hyper, keys, (x, y, xv, yv), max_epochs=6, stopping=stopping, vectorize=False
+  )
+  assert list(seq.epochs) == list(pop.epochs)
+
+
+def test_learns_blobs():
+  x, y = blobs(300, noise=0.5)
+  xv, yv = blobs(100, noise=0.5, seed=9)
+  spec = train.Spec(sizes=(12, 16, 3), batch_size=10)
+  res = train.fit(
+    spec, _hypers([0.05]), jax.random.split(jax.random.key(0), 1), (x, y, xv, yv), max_epochs=5
+  )
+  assert res.history[0]["val_acc"][-1] > 0.9
+  assert res.history[0]["train_loss"][-1] < res.history[0]["train_loss"][0]
+
+
+def test_gap_stopping_waits_for_min_epoch_then_stops():
+  # Tiny training set, larger noisy val set: the train/val gap opens quickly.
+  x, y = blobs(12, noise=2.0)
+  xv, yv = blobs(200, noise=2.0, seed=4)
+  spec = train.Spec(sizes=(12, 32, 3), batch_size=4)
+  res = train.fit(
+    spec,
+    _hypers([0.1]),
+    jax.random.split(jax.random.key(0), 1),
+    (x, y, xv, yv),
+    max_epochs=30,
+    stopping=train.Stopping(kind="gap", gap=0.05, min_epoch=5),
+  )
+  h = res.history[0]
+  assert res.stop_reason == ["gap"]
+  stop = int(res.epochs[0])
+  assert stop > 5 and len(h["val_loss"]) == stop
+  assert abs(h["val_loss"][-1] - h["train_loss"][-1]) > 0.05
+  for e in range(5, stop - 1):  # no earlier epoch after min_epoch had crossed the gap
+    assert abs(h["val_loss"][e] - h["train_loss"][e]) <= 0.05
+
+
+def test_patience_stops_and_restores_best_epoch():
+  x, y = blobs(12, noise=2.0)
+  xv, yv = blobs(200, noise=2.0, seed=4)
+  spec = train.Spec(sizes=(12, 32, 3), batch_size=4)
+  keys = jax.random.split(jax.random.key(0), 1)
+  res = train.fit(
+    spec,
+    _hypers([0.1]),
+    keys,
+    (x, y, xv, yv),
+    max_epochs=60,
+    stopping=train.Stopping(kind="patience", patience=3),
+  )
+  h = res.history[0]
+  assert res.stop_reason == ["patience"]
+  best = int(np.argmin(h["val_loss"]))
+  assert len(h["val_loss"]) == best + 1 + 3
+  hyper1 = jax.tree.map(lambda a: a[0], _hypers([0.1]))
+  params = jax.tree.map(lambda a: a[0], res.params)
+  logp = train.log_probs(spec, params, hyper1, xv)
+  restored_loss = -np.mean(logp[np.arange(len(yv)), yv])
+  np.testing.assert_allclose(restored_loss, h["val_loss"][best], rtol=1e-5)
+
+
+def test_diverged_run_is_marked_and_others_continue():
+  x, y = blobs(40)
+  spec = train.Spec(sizes=(12, 8, 3), batch_size=4)
+  hyper = train.stack(
+    [train.make_hyper(learning_rate=lr, momentum=0.9, dropout=(0, 0)) for lr in (1e30, 0.01)]
+  )
+  res = train.fit(
+    spec, hyper, jax.random.split(jax.random.key(0), 2), (x, y, x, y), max_epochs=4
+  )
+  assert res.stop_reason[0] == "diverged"
+  assert res.epochs[0] < 4 or not np.isfinite(res.history[0]["train_loss"][-1])
+  assert res.stop_reason[1] == "max_epochs" and res.epochs[1] == 4
+
+
+def test_make_hyper_rejects_bad_values():
+  for bad in [
+    dict(learning_rate=0),
+    dict(momentum=1.0),
+    dict(l2=-1),
+    dict(lr_decay=1.5),
+    dict(dropout=(1.0, 0)),
+  ]:
+    kwargs = dict(learning_rate=0.1, dropout=(0, 0)) | bad
+    with pytest.raises(ValueError):
+      train.make_hyper(**kwargs)
+
+
+def test_spec_rejects_bad_values():
+  with pytest.raises(ValueError, match="dropout"):
+    train.Spec(sizes=(2, 2), batch_size=1, dropout="spatial")
+  with pytest.raises(ValueError, match="batch_size"):
+    train.Spec(sizes=(2, 2), batch_size=0)
+  with pytest.raises(ValueError, match="early stopping"):
+    train.Stopping(kind="sometimes").validate()
