@@ -4,7 +4,7 @@ Workdir layout::
 
     config.json                    the study config
     runs/                          TensorBoard logdir (HParams experiment summary at its root)
-      <name>/seed<k>/              one run: events, metrics.jsonl, model.{npz,json},
+      <name>/seed<k>/              one run: events, metrics.jsonl, model.{npz,json}, history.png,
                                    eval/<split>/ reports, result.json (written last = finished)
     results.csv, results.md        one row per run name (mean ± std over seeds)
     figures/*.png
@@ -190,6 +190,9 @@ def _finish_run(run, spec, params, fit: train.FitResult, i: int, data: Dataset, 
       },
       arrays={f"preprocess/{k}": v for k, v in data.preprocess.items()},
     )
+  report.plot_training_history(
+    fit.history[i], rdir / "history.png", title=f"{run.id} ({data.name})"
+  )
   result = {
     "run": run.id,
     "name": run.name,
