@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mlp import model, optim
+from mlp import layers, model, optim
 
 
 class Hyper(NamedTuple):
@@ -78,7 +78,7 @@ class Spec:
   dropout: str = "none"  # "none" | "regular" | "inverted"
   softmax_grad: str = "fused"  # "fused" | "jacobian"
   eval_batch: int = 4096
-  unroll: int = 1  # lax.scan unroll factor of the minibatch loop
+  unroll: int = 2  # lax.scan unroll factor of the minibatch loop (odd values are rounded up)
 
   def __post_init__(self):
     if self.dropout not in ("none", "regular", "inverted"):
@@ -87,6 +87,8 @@ class Spec:
       raise ValueError(f"softmax_grad must be fused/jacobian, got {self.softmax_grad!r}")
     if self.batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if self.unroll < 1:
+      raise ValueError(f"unroll must be >= 1, got {self.unroll}")
 
 
 class Stopping(NamedTuple):
@@ -117,6 +119,10 @@ def _train_epoch(spec: Spec, params, opt_state, hyper: Hyper, key, epoch, x, y):
 
   A final partial batch is kept: the permutation is padded to whole batches and padded rows get
   weight 0, so each step's gradient is the mean over its real rows.
+
+  Rows are gathered per step (not the whole shuffled epoch up front: that would copy the training
+  set once per epoch and per population member). The loss is computed after the loop from each
+  step's logits, so the loop body holds only the forward pass, the backward pass and the update.
   """
   n, bs = x.shape[0], spec.batch_size
   steps = math.ceil(n / bs)
@@ -149,12 +155,17 @@ def _train_epoch(spec: Spec, params, opt_state, hyper: Hyper, key, epoch, x, y):
     grads = model.backward(params, cache, yb, weights=w, softmax_grad=spec.softmax_grad)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    count = bs if w is None else jnp.sum(w)
-    return (params, opt_state), model.nll(cache, yb, w) * count
+    return (params, opt_state), cache.logits
 
-  xs = (idx, weights, jnp.arange(steps))
-  (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), xs, unroll=spec.unroll)
-  return params, opt_state, jnp.sum(losses) / n
+  inputs = (idx, weights, jnp.arange(steps))
+  # An even unroll: heavy_ball's state is the previous params, so after two steps every buffer is
+  # back in its loop-carried slot; with one step per loop body XLA would copy every weight.
+  unroll = spec.unroll + spec.unroll % 2
+  (params, opt_state), logits = jax.lax.scan(step, (params, opt_state), inputs, unroll=unroll)
+  # Mean NLL over the real rows, each scored with the params of the step that trained on it.
+  log_p = layers.log_softmax(logits.reshape(steps * bs, -1))
+  loss = layers.nll_loss(log_p, y[idx].reshape(-1), None if pad == 0 else weights.reshape(-1))
+  return params, opt_state, loss
 
 
 def _log_probs(spec: Spec, params, hyper: Hyper, x):
