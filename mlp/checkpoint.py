@@ -84,7 +84,7 @@ def to_jsonable(obj: Any, where: str = "value") -> Any:
   raise TypeError(f"{where}: cannot convert {type(obj).__name__} to JSON")
 
 
-def _atomic_write(path: str | os.PathLike, write: Any) -> None:
+def atomic_write(path: str | os.PathLike, write: Any) -> None:
   """Calls `write(f)` on a new temp file next to `path` (opened "w+b"), fsyncs it, renames it."""
   path = os.fspath(path)
   directory = os.path.dirname(path) or "."
@@ -125,7 +125,7 @@ def _fsync_dir(directory: str) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   """Writes `text` (UTF-8) to `path` atomically: readers see the old file or the new, never half."""
-  _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+  atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -205,7 +205,7 @@ def save(
     for chunk in iter(lambda: f.read(1 << 20), b""):
       digest.update(chunk)
 
-  _atomic_write(npz_path, write_npz)
+  atomic_write(npz_path, write_npz)
   header["npz_sha256"] = digest.hexdigest()
   atomic_write_json(json_path, header)
 

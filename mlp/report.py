@@ -9,9 +9,8 @@ import csv
 import io
 import math
 import os
-import tempfile
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from mlp.checkpoint import atomic_write, atomic_write_text  # noqa: E402
 from mlp.metrics import class_stats, confusion_matrix, normalize_rows, topk_accuracy  # noqa: E402
 
 __all__ = [
@@ -43,23 +43,9 @@ DPI = 120
 # ----------------------------------------------------------------------------- atomic file output
 
 
-def _atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
-  """Call ``write(tmp_path)`` on a temp file next to ``path``, then ``os.replace`` it into place."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  os.close(fd)
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-  return path
-
-
 def _write_text(path: PathLike, text: str) -> Path:
-  return _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+  atomic_write_text(path, text)
+  return Path(path)
 
 
 def _write_csv(path: PathLike, rows: Sequence[Sequence[Any]]) -> Path:
@@ -69,7 +55,8 @@ def _write_csv(path: PathLike, rows: Sequence[Sequence[Any]]) -> Path:
 
 
 def _save_figure(fig: Figure, path: PathLike) -> Path:
-  return _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+  atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
+  return Path(path)
 
 
 # ----------------------------------------------------------------------------- formatting helpers
