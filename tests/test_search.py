@@ -1,0 +1,243 @@
+"""Hyperparameter search: worker processes sharing one Optuna study, budget, crash recovery."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from configs import fer2013_search
+from mlp import data as data_lib
+from mlp import report, search
+from tests.data_fixtures import write_fake_fer
+
+ROOT = Path(__file__).resolve().parents[1]
+# One static shape, so each worker process compiles once: the tests are about the storage.
+ONE_SHAPE = (
+  "--config.search.space.layers.high=1",
+  "--config.search.space.width.low=16",
+  "--config.search.space.width.high=16",
+  "--config.search.space.batch_size.high=10",
+)
+POSTGRES_URL = os.environ.get("MLP_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(scope="module")
+def fer_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("fer")
+  write_fake_fer(root, n=140)
+  return root
+
+
+def start_worker(workdir, fer_dir, *flags, storage=None, study="s"):
+  cmd = [
+    sys.executable,
+    "-m",
+    "experiments.search",
+    "--config=configs/fer2013_search.py:quick",
+    f"--workdir={workdir}",
+    f"--data_dir={fer_dir}",
+    f"--study={study}",
+    *ONE_SHAPE,
+    "--config.search.budget=4",
+    *flags,
+  ]
+  if storage:
+    cmd.append(f"--storage={storage}")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.Popen(
+    cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
+
+
+def wait_all(procs, timeout=400):
+  outs = []
+  for p in procs:
+    out, _ = p.communicate(timeout=timeout)
+    assert p.returncode == 0, out[-3000:]
+    outs.append(out)
+  return outs
+
+
+def load(storage, study, workdir):
+  cfg = fer2013_search.get_config("quick")
+  return optuna.load_study(
+    study_name=study, storage=search.open_storage(storage, Path(workdir), cfg, print)
+  )
+
+
+def check_budget(st, budget, workdirs):
+  trials = st.get_trials()
+  complete = [t for t in trials if t.state == TrialState.COMPLETE]
+  assert len(complete) == budget
+  assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+  for t in trials:
+    if t.state == TrialState.FAIL:
+      assert t.user_attrs["fail_reason"] in ("surplus", "stale"), t.user_attrs
+  # Each COMPLETE trial was trained once, into its own run folder, and saved (nothing lost).
+  run_dirs = [Path(t.user_attrs["run_dir"]) for t in complete]
+  assert len(set(run_dirs)) == budget
+  assert all((d / "result.json").exists() and (d / "model.npz").exists() for d in run_dirs)
+  trained = [p.parent for w in workdirs for p in Path(w).glob("runs/*/seed0/result.json")]
+  assert sorted(trained) == sorted(run_dirs)  # surplus trials were never trained
+  return complete
+
+
+def test_two_workers_share_a_journal_study_and_hold_the_budget(fer_dir, tmp_path):
+  procs = [start_worker(tmp_path, fer_dir) for _ in range(2)]
+  outs = wait_all(procs)
+  st = load(None, "s", tmp_path)
+  complete = check_budget(st, 4, [tmp_path])
+  assert len({t.user_attrs["worker"] for t in st.get_trials()}) == 2, outs
+  assert all(0 <= t.value <= 1 and "test_acc/PrivateTest" in t.user_attrs for t in complete)
+  assert (tmp_path / "leaderboard.csv").read_text().count("\n") == 5
+  for name in ("optimization_history", "parallel_coordinate", "slice"):
+    assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 0
+  best = st.best_trial
+  assert (tmp_path / "best" / "model.npz").exists()
+  assert (tmp_path / "best" / "eval" / "PrivateTest").is_dir()
+  assert f"| 1 | {best.number} |" in (tmp_path / "leaderboard.md").read_text()
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="set MLP_TEST_POSTGRES_URL=postgresql://... to run")
+def test_two_workers_on_two_workdirs_share_a_postgres_study(fer_dir, tmp_path):
+  study = f"test-{uuid.uuid4().hex[:8]}"
+  dirs = [tmp_path / "machine1", tmp_path / "machine2"]
+  procs = [start_worker(d, fer_dir, "--nooutputs", storage=POSTGRES_URL, study=study) for d in dirs]
+  wait_all(procs)
+  st = load(POSTGRES_URL, study, tmp_path)
+  try:
+    check_budget(st, 4, dirs)
+  finally:
+    optuna.delete_study(study_name=study, storage=POSTGRES_URL)
+
+
+def test_killed_worker_fails_its_trial_and_the_study_resumes(fer_dir, tmp_path):
+  # Long trials (no early stopping) so that the kill lands mid-trial.
+  slow = ("--config.train.max_epochs=100000", "--config.train.early_stopping=none")
+  victim = start_worker(tmp_path, fer_dir, "--nooutputs", "--config.search.ask_batch=1", *slow)
+  deadline = time.monotonic() + 300
+  while not list(tmp_path.glob("runs/*/seed0/metrics.jsonl")):
+    assert victim.poll() is None and time.monotonic() < deadline
+    time.sleep(0.2)
+  while not list(tmp_path.glob("runs/*/seed0/metrics.jsonl"))[0].read_text().count("\n") >= 2:
+    time.sleep(0.1)
+  victim.send_signal(signal.SIGKILL)
+  victim.wait()
+  st = load(None, "s", tmp_path)
+  running = [t for t in st.get_trials() if t.state == TrialState.RUNNING]
+  assert len(running) == 1
+  wait_all([start_worker(tmp_path, fer_dir, "--nooutputs", "--config.search.budget=3")])
+  st = load(None, "s", tmp_path)
+  killed = st.trials[running[0].number]
+  assert killed.state == TrialState.FAIL and killed.user_attrs["fail_reason"] == "stale"
+  check_budget(st, 3, [tmp_path])
+
+
+def quick(**search_overrides):
+  cfg = fer2013_search.get_config("quick")
+  cfg.search.space.batch_size.high = 10
+  for k, v in search_overrides.items():
+    cfg.search[k] = v
+  return cfg
+
+
+@pytest.fixture
+def no_figures(monkeypatch):
+  """In-process searches test the search logic: skip the per-trial evaluation figures."""
+  monkeypatch.setattr(report, "evaluation_report", lambda *a, **k: None)
+  monkeypatch.setattr(report, "plot_training_history", lambda *a, **k: None)
+
+
+def test_sequential_plan_moves_on_with_the_best_value():
+  cfg = quick(strategy="sequential", order=("layers", "width", "learning_rate"))
+  space = search.space_of(cfg)
+  st = optuna.create_study(direction="maximize")
+  dists = {
+    n: search._distribution(space["width" if n.startswith("width") else n])
+    for n in search.param_names(space)
+  }
+
+  def finish(stage, value_of):
+    for j, p in enumerate(stage.points):
+      params = {
+        k: v for k, v in p.items() if not k.startswith("width") or int(k[5:]) <= p["layers"]
+      }
+      st.add_trial(
+        optuna.trial.create_trial(
+          params=params,
+          distributions={k: dists[k] for k in params},
+          value=value_of(p),
+          user_attrs={"stage": stage.index, "point": j},
+        )
+      )
+
+  s0 = search.sequential_stage(cfg, space, st.trials)
+  assert s0.param == "layers" and [p["layers"] for p in s0.points] == [1, 2]
+  assert {p["width1"] for p in s0.points} == {16}  # the base config's width
+  finish(s0, lambda p: 0.5 if p["layers"] == 2 else 0.4)
+  s1 = search.sequential_stage(cfg, space, st.trials)
+  assert s1.param == "width1" and [p["width1"] for p in s1.points] == [8, 32]
+  assert {p["layers"] for p in s1.points} == {2}  # the best value so far is kept
+  finish(s1, lambda p: 0.45)  # worse than width 16: stays at 16
+  s2 = search.sequential_stage(cfg, space, st.trials)
+  assert s2.param == "width2" and {p["width1"] for p in s2.points} == {16}
+  finish(s2, lambda p: 0.6 if p["width2"] == 32 else 0.1)
+  s3 = search.sequential_stage(cfg, space, st.trials)
+  assert s3.param == "learning_rate"
+  assert [p["learning_rate"] for p in s3.points] == pytest.approx([1e-4, 0.1])
+  assert {(p["layers"], p["width1"], p["width2"]) for p in s3.points} == {(2, 16, 32)}
+  finish(s3, lambda p: 0.1)
+  assert search.sequential_stage(cfg, space, st.trials) is None
+
+
+def test_sequential_search_runs_its_plan_and_resumes(fer_dir, tmp_path, no_figures):
+  cfg = quick(strategy="sequential", budget=100, order=("layers", "learning_rate"))
+  cfg.search.space.width.low = cfg.search.space.width.high = 16
+  data = data_lib.load(cfg.data, str(fer_dir))
+  st = search.run_worker(cfg, tmp_path, data=data, log=lambda s: None, outputs=False)
+  trials = [t for t in st.get_trials() if t.state == TrialState.COMPLETE]
+  assert [(t.user_attrs["stage"], t.user_attrs["point"]) for t in trials] == [
+    (0, 0),
+    (0, 1),
+    (1, 0),
+    (1, 1),
+  ]
+  best0 = max(trials[:2], key=lambda t: (t.value, -t.number))
+  assert {t.params["layers"] for t in trials[2:]} == {best0.params["layers"]}
+  # Resuming a finished plan trains nothing more.
+  again = search.run_worker(cfg, tmp_path, data=data, log=lambda s: None, outputs=False)
+  assert len(again.get_trials()) == len(st.get_trials())
+
+
+def test_tpe_search_reaches_budget_and_rejects_a_changed_space(fer_dir, tmp_path, no_figures):
+  cfg = quick(strategy="tpe", budget=3)
+  cfg.search.space.layers.high = 1
+  cfg.search.space.width.low = 16
+  data = data_lib.load(cfg.data, str(fer_dir))
+  st = search.run_worker(cfg, tmp_path, data=data, log=lambda s: None, outputs=False)
+  assert sum(t.state == TrialState.COMPLETE for t in st.get_trials()) == 3
+  cfg.search.space.width.low = 8
+  with pytest.raises(search.SearchError, match="space"):
+    search.run_worker(cfg, tmp_path, data=data, log=lambda s: None)
+
+
+def test_space_errors_are_readable():
+  cfg = quick()
+  cfg.search.space.l2 = dict(scale="log", low=0.0, high=1e-2)
+  with pytest.raises(search.SearchError, match="log-scaled"):
+    search.space_of(cfg)
+  cfg = quick()
+  cfg.search.space.width = dict(scale="int", low=100, high=510, step=50)
+  with pytest.raises(search.SearchError, match="multiple of step"):
+    search.space_of(cfg)
+  cfg = quick()
+  cfg.search.space.nonsense = dict(scale="linear", low=0, high=1)
+  with pytest.raises(search.SearchError, match="nonsense"):
+    search.space_of(cfg)
