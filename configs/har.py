@@ -42,6 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.gap = 0.05
   c.train.gap_min_epoch = 50
   c.train.patience = 4
+  c.train.monitor = "val_loss"  # what patience watches: val_loss or val_acc
 
   c.grid = ml_collections.ConfigDict()
   c.grid.train = ml_collections.ConfigDict()

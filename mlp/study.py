@@ -159,6 +159,8 @@ def _finish_run(run, spec, params, fit: train.FitResult, i: int, data: Dataset, 
     np.all(np.isfinite(a)) for a in jax.tree.leaves(params)
   )
   splits = {"val": (data.x_val, data.y_val), **data.tests}
+  if run.config.get("report", {}).get("eval_train", False):
+    splits = {"train": (data.x_train, data.y_train), **splits}
   evals: dict[str, Any] = {}
   for split, (x, y) in splits.items():
     if diverged or len(y) == 0:
@@ -205,7 +207,8 @@ def _finish_run(run, spec, params, fit: train.FitResult, i: int, data: Dataset, 
     "seconds": float(fit.seconds[i]),
     "history": fit.history[i],
     "val": evals.get("val"),
-    "tests": {k: v for k, v in evals.items() if k != "val"},
+    **({"train": evals["train"]} if "train" in evals else {}),
+    "tests": {k: v for k, v in evals.items() if k not in ("val", "train")},
   }
   checkpoint.atomic_write_json(rdir / "result.json", checkpoint.to_jsonable(result))
   return result

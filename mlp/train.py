@@ -95,8 +95,9 @@ class Stopping(NamedTuple):
   """Early stopping rule.
 
   gap:      stop when |val loss - train loss| > ``gap`` after epoch ``min_epoch`` (HAR study);
-  patience: stop when val loss has not beaten its minimum for ``patience`` epochs, and restore
-            the params of the best epoch (image study);
+  patience: stop when the monitored validation metric (``monitor``: "val_loss", lower is better,
+            or "val_acc", higher is better) has not beaten its best for ``patience`` epochs, and
+            restore the params of the best epoch (image study);
   none:     train for ``max_epochs``.
   """
 
@@ -104,10 +105,13 @@ class Stopping(NamedTuple):
   gap: float = 0.05
   min_epoch: int = 50
   patience: int = 4
+  monitor: str = "val_loss"
 
   def validate(self) -> "Stopping":
     if self.kind not in ("gap", "patience", "none"):
       raise ValueError(f"early stopping must be gap/patience/none, got {self.kind!r}")
+    if self.monitor not in ("val_loss", "val_acc"):
+      raise ValueError(f"early stopping monitor must be val_loss/val_acc, got {self.monitor!r}")
     return self
 
 
@@ -329,8 +333,9 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
       for name, values in metrics.items():
         history[i][name].append(float(values[i]))
       epochs[i] = done
-    improved = active & (va_loss < best_val)
-    best_val = np.where(improved, va_loss, best_val)
+    score = va_loss if stopping.monitor == "val_loss" else -va_acc  # lower is better
+    improved = active & (score < best_val)
+    best_val = np.where(improved, score, best_val)
     wait = np.where(improved, 0, wait + active)
     if stopping.kind == "patience":
       best = _select(jnp.asarray(improved), params, best)

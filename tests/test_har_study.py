@@ -1,4 +1,4 @@
-"""End to end: the HAR ablation (quick variant) on a tiny synthetic data set in the official layout."""
+"""End to end: the HAR ablation (quick variant) on a tiny synthetic data set, official layout."""
 
 import csv
 import json

@@ -221,9 +221,7 @@ def test_diverged_run_is_marked_and_others_continue():
   hyper = train.stack(
     [train.make_hyper(learning_rate=lr, momentum=0.9, dropout=(0, 0)) for lr in (1e30, 0.01)]
   )
-  res = train.fit(
-    spec, hyper, jax.random.split(jax.random.key(0), 2), (x, y, x, y), max_epochs=4
-  )
+  res = train.fit(spec, hyper, jax.random.split(jax.random.key(0), 2), (x, y, x, y), max_epochs=4)
   assert res.stop_reason[0] == "diverged"
   assert res.epochs[0] < 4 or not np.isfinite(res.history[0]["train_loss"][-1])
   assert res.stop_reason[1] == "max_epochs" and res.epochs[1] == 4
@@ -249,3 +247,20 @@ def test_spec_rejects_bad_values():
     train.Spec(sizes=(2, 2), batch_size=0)
   with pytest.raises(ValueError, match="early stopping"):
     train.Stopping(kind="sometimes").validate()
+
+
+def test_patience_on_validation_accuracy_restores_best_accuracy_epoch():
+  x, y = blobs(12, noise=2.0)
+  xv, yv = blobs(200, noise=2.0, seed=4)
+  spec = train.Spec(sizes=(12, 32, 3), batch_size=4)
+  keys = jax.random.split(jax.random.key(0), 1)
+  stopping = train.Stopping(kind="patience", patience=3, monitor="val_acc")
+  res = train.fit(spec, _hypers([0.1]), keys, (x, y, xv, yv), max_epochs=60, stopping=stopping)
+  h = res.history[0]
+  best = int(np.argmax(h["val_acc"]))  # first epoch reaching the maximum
+  assert res.stop_reason == ["patience"] and len(h["val_acc"]) == best + 1 + 3
+  hyper1 = jax.tree.map(lambda a: a[0], _hypers([0.1]))
+  logp = train.log_probs(spec, jax.tree.map(lambda a: a[0], res.params), hyper1, xv)
+  np.testing.assert_allclose(np.mean(logp.argmax(1) == yv), h["val_acc"][best], rtol=1e-6)
+  with pytest.raises(ValueError, match="monitor"):
+    train.Stopping(kind="patience", monitor="train_acc").validate()

@@ -10,11 +10,12 @@ from collections.abc import Mapping
 import numpy as np
 
 from mlp.data import preprocess
-from mlp.data.common import DataError
+from mlp.data.common import DataError, ImageData
 
-__all__ = ["DataError", "Dataset", "load", "NAMES"]
+__all__ = ["DataError", "Dataset", "ImageData", "load", "load_images", "NAMES", "IMAGE_NAMES"]
 
 NAMES = ("har", "cifar10", "fer2013")
+IMAGE_NAMES = ("cifar10", "fer2013")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,24 @@ class Dataset:
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
+
+
+def load_images(cfg: Mapping, data_dir: str | None = None) -> ImageData:
+  """The uint8 images and splits of an image data set (cifar10, fer2013), not preprocessed.
+
+  Uses ``cfg["val_fraction"]``, ``cfg["split_seed"]`` and, for cifar10, ``cfg["limit_train"]``.
+  """
+  from mlp.data import cifar10, fer2013
+
+  name = cfg["name"]
+  if name not in IMAGE_NAMES:
+    raise DataError(f"{name!r} is not an image data set; expected one of {IMAGE_NAMES}")
+  data_dir = data_dir or cfg.get("data_dir") or None
+  kwargs = dict(val_fraction=float(cfg["val_fraction"]), seed=int(cfg["split_seed"]))
+  if name == "cifar10":
+    limit = int(cfg.get("limit_train", 0) or 0) or None
+    return cifar10.load(data_dir, limit_train=limit, **kwargs)
+  return fer2013.load(data_dir, **kwargs)
 
 
 def load(cfg: Mapping, data_dir: str | None = None) -> Dataset:
@@ -66,15 +85,14 @@ def load(cfg: Mapping, data_dir: str | None = None) -> Dataset:
       preprocess=preprocess.fit(d.x_train[:1], "raw"),
       notes=(d.split_note,),
     )
-  if name in ("cifar10", "fer2013"):
-    from mlp.data import cifar10, fer2013
-
-    kwargs = dict(val_fraction=float(cfg["val_fraction"]), seed=int(cfg["split_seed"]))
-    if name == "cifar10":
-      limit = int(cfg.get("limit_train", 0) or 0) or None
-      d = cifar10.load(data_dir, limit_train=limit, **kwargs)
-    else:
-      d = fer2013.load(data_dir, **kwargs)
+  if name in IMAGE_NAMES:
+    d = load_images(cfg, data_dir)
+    if cfg.get("flip_train", False):  # add the horizontal mirror image of every training image
+      d = dataclasses.replace(
+        d,
+        x_train=np.concatenate([d.x_train, d.x_train[:, :, ::-1]]),
+        y_train=np.concatenate([d.y_train, d.y_train]),
+      )
     kind = cfg["preprocess"]
     stats = preprocess.fit(d.x_train, kind)
     prep = lambda x: preprocess.apply(x, stats, kind)  # noqa: E731
@@ -89,7 +107,9 @@ def load(cfg: Mapping, data_dir: str | None = None) -> Dataset:
       input_shape=tuple(d.x_train.shape[1:]),
       preprocess=stats,
       notes=(
-        f"{name}: {len(d.y_train)} train / {len(d.y_val)} val (stratified, "
+        f"{name}: {len(d.y_train)} train"
+        + (" (with mirror images)" if cfg.get("flip_train", False) else "")
+        + f" / {len(d.y_val)} val (stratified, "
         f"{cfg['val_fraction']:.0%} of the training split) / "
         + ", ".join(f"{k} {len(y)}" for k, (_, y) in d.tests.items())
         + f"; preprocessing {kind!r} fitted on train",

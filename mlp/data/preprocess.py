@@ -6,6 +6,9 @@ Kinds (``x`` is uint8 (n, H, W, C), or (n, D) treated as one channel):
 - ``"scale"``: ``x / 255``. No statistics.
 - ``"center"``: ``x / 255 - mean``, ``mean`` per pixel and channel over the training set.
 - ``"standardize"``: ``(x / 255 - mean) / std``, ``mean`` and ``std`` per channel.
+- ``"per_image"``: each image to zero mean and unit std over its own values (contrast and
+  brightness normalisation), then ``- mean``, ``mean`` per pixel and channel over the training
+  set of such images.
 
 ``fit`` returns a dict of plain numpy arrays (``kind`` included as a 0-d string array) so that it
 can be saved in an .npz next to the model and loaded with ``allow_pickle=False``.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-KINDS = ("raw", "scale", "center", "standardize")
+KINDS = ("raw", "scale", "center", "standardize", "per_image")
 _CHUNK = 4096
 
 
@@ -32,6 +35,13 @@ def _channels(x: np.ndarray) -> int:
   return x.shape[-1] if x.ndim == 4 else 1
 
 
+def _per_image(chunk: np.ndarray) -> np.ndarray:
+  """Rows (float, one image each) to zero mean and unit std; constant images become zeros."""
+  chunk = chunk - chunk.mean(axis=1, keepdims=True)
+  std = np.sqrt(np.mean(chunk * chunk, axis=1, keepdims=True))
+  return chunk / np.maximum(std, 1e-6)
+
+
 def fit(x_train: np.ndarray, kind: str) -> dict[str, np.ndarray]:
   """Statistics of ``kind`` over ``x_train`` (uint8), as plain arrays."""
   x = _check(x_train, kind)
@@ -46,9 +56,11 @@ def fit(x_train: np.ndarray, kind: str) -> dict[str, np.ndarray]:
   total_sq = np.zeros(flat.shape[1], np.float64)
   for i in range(0, n, _CHUNK):
     chunk = flat[i : i + _CHUNK].astype(np.float64) / 255.0
+    if kind == "per_image":
+      chunk = _per_image(chunk)
     total += chunk.sum(0)
     total_sq += (chunk * chunk).sum(0)
-  if kind == "center":
+  if kind in ("center", "per_image"):
     stats["mean"] = (total / n).astype(np.float32)
     return stats
   c = _channels(x)
@@ -71,7 +83,7 @@ def apply(x: np.ndarray, stats: dict[str, np.ndarray], kind: str) -> np.ndarray:
   flat = x.reshape(n, -1)
   out = np.empty(flat.shape, np.float32)
   c = _channels(x)
-  if kind == "center":
+  if kind in ("center", "per_image"):
     offset = np.asarray(stats["mean"], np.float32).reshape(-1)
     scale = np.ones_like(offset)
   elif kind == "standardize":
@@ -88,5 +100,7 @@ def apply(x: np.ndarray, stats: dict[str, np.ndarray], kind: str) -> np.ndarray:
   divisor = np.float32(1.0 if kind == "raw" else 255.0)
   for i in range(0, n, _CHUNK):
     chunk = flat[i : i + _CHUNK].astype(np.float32) / divisor
+    if kind == "per_image":
+      chunk = _per_image(chunk)
     out[i : i + _CHUNK] = (chunk - offset) * scale
   return out

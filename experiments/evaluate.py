@@ -1,0 +1,47 @@
+"""Evaluation report of a saved model on one split of the data set it was trained on.
+
+    python -m experiments.evaluate --model=runs/X/runs/NAME/seed0/model --split=test
+    python -m experiments.evaluate --model=runs/X/runs/NAME/seed0 --split=PublicTest --out=DIR
+
+The data set, its split options and the preprocessing statistics come from the saved model; the
+report (Markdown, CSV, PNG; see mlp.report.evaluation_report) goes to --out (default: the model's
+folder, evaluate/<split>/).
+"""
+
+from pathlib import Path
+
+from absl import app, flags
+
+from mlp import cli, inference, metrics, report
+
+_MODEL = flags.DEFINE_string(
+  "model", None, "Saved model: prefix, .json/.npz file or run folder.", required=True
+)
+_SPLIT = flags.DEFINE_string(
+  "split",
+  None,
+  "train, val, test (CIFAR-10, HAR) or PublicTest/PrivateTest (FER2013); "
+  "default: the study's test split.",
+)
+_OUT = flags.DEFINE_string("out", None, "Report folder (default: <model folder>/evaluate/<split>).")
+_DATA_DIR = cli.define_data_dir_flag()
+
+
+@cli.friendly_errors
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  lm = inference.load_model(_MODEL.value)
+  split = _SPLIT.value or (lm.model.config.get("report") or {}).get("test_split") or "test"
+  x, y = inference.split_data(lm, split, _DATA_DIR.value)
+  probs = inference.probabilities(lm, x)
+  out = Path(_OUT.value) if _OUT.value else lm.path.parent / "evaluate" / split
+  title = f"{lm.model.meta.get('run', lm.path.name)} on {lm.dataset} {split}"
+  paths = report.evaluation_report(out, y, probs, lm.class_names, title=title)
+  acc = metrics.topk_accuracy(probs, y, [1])[0] if len(y) else float("nan")
+  print(f"{lm.dataset} {split}: {len(y)} samples, accuracy {acc:.4f}")
+  print(f"report: {paths['report']}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,313 @@
+"""End to end: image study configs, inference, and the evaluate / predict commands, on fake data."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from absl import flags
+from PIL import Image
+
+from configs import cifar10_mlp, cifar10_overfit, fer2013_mlp
+from mlp import checkpoint, inference, study, sweep
+from mlp.data import DataError, cifar10, images
+from mlp.model import Dense
+from tests.data_fixtures import write_fake_cifar, write_fake_fer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("cifar")
+  write_fake_cifar(root, n_per_class=10, n_test_per_class=3)
+  return root
+
+
+@pytest.fixture(scope="module")
+def overfit(cifar_dir, tmp_path_factory):
+  """The overfit config's :quick variant trained on the fake CIFAR-10."""
+  workdir = tmp_path_factory.mktemp("overfit")
+  cfg = cifar10_overfit.get_config("quick")
+  results = study.run_study(cfg, workdir, data_dir=str(cifar_dir), log=lambda s: None)
+  rdir = study.run_dir(workdir, sweep.expand(cfg)[0])
+  return cfg, workdir, results[0], rdir
+
+
+def run_module(module, *args, env=None):
+  return subprocess.run(
+    [sys.executable, "-m", module, *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    env={**os.environ, **(env or {})},
+    timeout=300,
+  )
+
+
+@pytest.mark.parametrize("module", [cifar10_overfit, cifar10_mlp, fer2013_mlp])
+@pytest.mark.parametrize("variant", [None, "quick"])
+def test_configs_expand_to_one_run(module, variant):
+  cfg = module.get_config(variant)
+  runs = sweep.expand(cfg)
+  assert len(runs) == 1 and runs[0].name == cfg.name
+  inputs = 48 * 48 if cfg.data.name == "fer2013" else 32 * 32 * 3
+  classes = 7 if cfg.data.name == "fer2013" else 10
+  spec = sweep.spec_of(runs[0].config, inputs, classes)
+  assert spec.sizes[0] == inputs and spec.sizes[-1] == classes
+  with pytest.raises(ValueError, match="unknown variant"):
+    module.get_config("nope")
+
+
+def test_study_hyperparameters():
+  o, c, f = cifar10_overfit.get_config(), cifar10_mlp.get_config(), fer2013_mlp.get_config()
+  assert o.data.limit_train == 50 and tuple(o.model.hidden) == (100,)
+  assert o.train.batch_size == 10 and o.train.max_epochs == 20 and o.train.l2 > 0
+  assert tuple(c.model.hidden) == (400,) and c.train.batch_size == 100 and c.train.max_epochs == 50
+  assert tuple(f.model.hidden) == (457,) and f.train.batch_size == 160
+  assert f.train.l2 == 9.07e-5 and f.train.lr_decay == 0.978 and f.train.momentum == 0.859
+  assert tuple(f.train.dropout) == (0.0, 0.022) and f.model.dropout == "inverted"
+  assert f.train.early_stopping == "patience" and f.train.patience == 4
+  assert f.report.test_split == "PublicTest"
+  assert f.data.preprocess == "center" and f.data.flip_train  # our adaptations (see docstrings)
+  assert c.data.preprocess == "standardize" and not c.data.get("flip_train", False)
+
+
+def test_overfit_reaches_full_train_accuracy(overfit):
+  cfg, workdir, result, rdir = overfit
+  assert result["history"]["train_acc"][-1] == 1.0
+  assert result["train"]["topk"][0] == 1.0
+  assert result["epochs"] == cfg.train.max_epochs
+  for split in ("train", "val", "test"):
+    ev = rdir / "eval" / split
+    for name in ("report.md", "confusion.csv", "per_class.csv", "confusion_normalized.png"):
+      assert (ev / name).exists(), ev / name
+  assert "train" not in result["tests"]
+  for path in (rdir / "history.png", workdir / "figures" / "loss_curves_1.png"):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert (workdir / "results.md").exists()
+  meta = checkpoint.load(rdir / "model").meta
+  assert meta["dataset"] == "cifar10" and meta["input_shape"] == [32, 32, 3]
+
+
+def test_inference_matches_the_study(overfit, cifar_dir):
+  _, _, result, rdir = overfit
+  lm = inference.load_model(rdir)  # a run folder works as well as the prefix
+  x, y = inference.split_data(lm, "test", str(cifar_dir))
+  probs = inference.probabilities(lm, x)
+  np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+  acc = float(np.mean(probs.argmax(1) == y))
+  assert acc == pytest.approx(result["tests"]["test"]["topk"][0])
+  # Raw uint8 images through the saved preprocessing give the same probabilities.
+  raw = cifar10.load(str(cifar_dir)).tests["test"][0]
+  np.testing.assert_allclose(inference.predict_images(lm, raw), probs, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="no split"):
+    inference.split_data(lm, "PublicTest", str(cifar_dir))
+
+
+def test_evaluate_command(overfit, cifar_dir, tmp_path):
+  _, _, result, rdir = overfit
+  out = tmp_path / "report"
+  r = run_module(
+    "experiments.evaluate",
+    f"--model={rdir / 'model'}",
+    "--split=test",
+    f"--data_dir={cifar_dir}",
+    f"--out={out}",
+  )
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert f"accuracy {result['tests']['test']['topk'][0]:.4f}" in r.stdout
+  assert (out / "report.md").read_text().startswith("# ")
+  for name in ("confusion.csv", "confusion_normalized.csv", "per_class.csv", "confusion.png"):
+    assert (out / name).exists()
+
+
+def write_pngs(folder: Path, cifar_dir: Path) -> dict[str, int]:
+  """Test images of the fake CIFAR-10 as PNGs (one larger, one RGBA, one greyscale) + labels."""
+  folder.mkdir()
+  x, y = cifar10.load(str(cifar_dir)).tests["test"]
+  labels = {}
+  for i in range(0, len(y), 3):
+    img = Image.fromarray(x[i])
+    if i == 0:
+      img = img.resize((64, 48))
+    elif i == 3:
+      img = img.convert("RGBA")
+    name = f"img{i:02d}.png"
+    img.save(folder / name)
+    labels[name] = int(y[i])
+  (folder / "notes.txt").write_text("not an image")  # skipped with a warning
+  return labels
+
+
+def test_predict_command(overfit, cifar_dir, tmp_path):
+  _, _, _, rdir = overfit
+  folder = tmp_path / "images"
+  labels = write_pngs(folder, cifar_dir)
+  names = cifar10_mlp_class_names(rdir)
+  # Labels: names (any case) and indices mixed, a header and a comment.
+  csv = tmp_path / "labels.csv"
+  rows = [f"{n},{names[k].upper() if j % 2 else k}" for j, (n, k) in enumerate(labels.items())]
+  csv.write_text("file,label\n# a comment\n" + "\n".join(rows) + "\nother.png,cat\n")
+  out = tmp_path / "out"
+  r = run_module(
+    "experiments.predict",
+    f"--model={rdir / 'model'}",
+    f"--images={folder}",
+    f"--labels={csv}",
+    f"--out={out}",
+  )
+  assert r.returncode == 0, r.stderr[-2000:]
+  lines = [ln for ln in r.stdout.splitlines() if ln.count("\t") == 2]
+  assert [ln.split("\t")[0] for ln in lines] == sorted(labels)
+  assert r.stdout.startswith(lines[0])  # one line per image first, then the report
+  for line in lines:
+    _, cls, p = line.split("\t")
+    assert cls in names and 0.0 < float(p) <= 1.0
+  predicted = {ln.split("\t")[0]: names.index(ln.split("\t")[1]) for ln in lines}
+  accuracy = np.mean([predicted[n] == k for n, k in labels.items()])
+  assert accuracy >= 0.5
+  assert f"Correct-classification rate: {accuracy:.4f}" in r.stdout
+  assert "Per-class statistics" in r.stdout and f"Samples: {len(labels)}" in r.stdout
+  assert "1 labelled file(s) not among the images: other.png" in r.stderr
+  assert (out / "report.md").exists() and (out / "confusion.png").exists()
+  # The same probabilities in-process.
+  lm = inference.load_model(rdir)
+  with pytest.warns(UserWarning, match="skipping .*notes.txt"):
+    x, files = images.load_folder(folder, size=(32, 32), channels=3)
+  probs = inference.predict_images(lm, x)
+  assert [f"{p[k]:.4f}" for p, k in zip(probs, probs.argmax(1), strict=True)] == [
+    ln.split("\t")[2] for ln in lines
+  ]
+  y = inference.match_labels(files, inference.read_labels(csv, lm.class_names))
+  assert y.tolist() == [labels[f] for f in files]
+  with pytest.raises(DataError, match="no label for 1 image"):
+    inference.match_labels(files, {f: 0 for f in files[1:]})
+
+
+def cifar10_mlp_class_names(rdir: Path) -> list[str]:
+  return json.loads((rdir / "model.json").read_text())["meta"]["class_names"]
+
+
+def test_predict_rejects_bad_models(overfit, tmp_path, capsys):
+  _, _, _, rdir = overfit
+  folder = tmp_path / "images"
+  folder.mkdir()
+  Image.new("RGB", (32, 32), (200, 30, 30)).save(folder / "red.png")
+  # A HAR model takes 561 features, not images.
+  har = tmp_path / "har" / "model"
+  rng = np.random.default_rng(0)
+  params = [
+    Dense(rng.normal(size=(561, 8)).astype(np.float32), np.zeros(8, np.float32)),
+    Dense(rng.normal(size=(8, 6)).astype(np.float32), np.zeros(6, np.float32)),
+  ]
+  checkpoint.save(
+    har,
+    params,
+    config={"data": {"name": "har"}},
+    meta={
+      "dataset": "har",
+      "class_names": [f"c{i}" for i in range(6)],
+      "input_shape": [561],
+      "sizes": [561, 8, 6],
+      "dropout": "none",
+      "dropout_rates": [0.0, 0.0],
+      "preprocess": "raw",
+    },
+  )
+  # A corrupt model: the .npz truncated.
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  for suffix in (".json", ".npz"):
+    (bad / f"model{suffix}").write_bytes((rdir / f"model{suffix}").read_bytes())
+  npz = bad / "model.npz"
+  npz.write_bytes(npz.read_bytes()[:200])
+  r = run_module("experiments.predict", f"--model={har}", f"--images={folder}")
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert "trained on har (561 input features" in r.stderr and "not on images" in r.stderr
+  assert "Traceback" not in r.stderr
+  # Missing and corrupt models, through predict's main in-process (a subprocess is slow).
+  from experiments import predict
+
+  for model, message in [(tmp_path / "nowhere" / "model", "no model at"), (bad, "corrupt")]:
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["predict", f"--model={model}", f"--images={folder}"])
+    with pytest.raises(SystemExit) as exit_info:
+      predict.main(["predict"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error (CheckpointError)" in err and message in err and "Traceback" not in err
+  flags.FLAGS.unparse_flags()
+
+
+def test_read_labels(tmp_path):
+  names = ("Angry", "Happy", "Sad")
+  path = tmp_path / "l.csv"
+  path.write_text("file,label\na.png,happy\nsub/b.png, 2\n\n# c.png,Sad\n")
+  assert inference.read_labels(path, names) == {"a.png": 1, "b.png": 2}
+  for text, message in [
+    ("a.png,Bored\n", "neither a class name"),
+    ("a.png,3\n", "neither a class name"),
+    ("a.png\n", "expected 'file,label'"),
+    ("a.png,Sad\na.png,Happy\n", "labelled twice"),
+    ("file,label\n", "no 'file,label' lines"),
+  ]:
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+      inference.read_labels(path, names)
+  with pytest.raises(DataError, match="not found"):
+    inference.read_labels(tmp_path / "missing.csv", names)
+
+
+def test_fer2013_quick_study_tests_on_public_and_private(tmp_path):
+  write_fake_fer(tmp_path / "data", n=140)
+  cfg = fer2013_mlp.get_config("quick")
+  results = study.run_study(cfg, tmp_path / "w", data_dir=str(tmp_path / "data"), log=lambda s: 0)
+  assert set(results[0]["tests"]) == {"PublicTest", "PrivateTest"}
+  rdir = study.run_dir(tmp_path / "w", sweep.expand(cfg)[0])
+  for split in ("val", "PublicTest", "PrivateTest"):
+    assert (rdir / "eval" / split / "report.md").exists()
+  lm = inference.load_model(rdir / "model")
+  assert lm.input_shape == (48, 48, 1) and lm.spec.dropout == "inverted"
+  assert inference.require_image_model(lm) == ((48, 48), 1)
+  x, y = inference.split_data(lm, "PrivateTest", str(tmp_path / "data"))
+  acc = float(np.mean(inference.probabilities(lm, x).argmax(1) == y))
+  assert acc == pytest.approx(results[0]["tests"]["PrivateTest"]["topk"][0])
+
+
+def test_flip_train_adds_mirror_images(cifar_dir):
+  from mlp import data as data_lib
+
+  cfg = cifar10_mlp.get_config().data
+  cfg.data_dir = str(cifar_dir)
+  plain = data_lib.load(cfg)
+  cfg.flip_train = True
+  flipped = data_lib.load(cfg)
+  n = len(plain.y_train)
+  assert len(flipped.y_train) == 2 * n and "with mirror images" in flipped.notes[0]
+  np.testing.assert_array_equal(flipped.y_train[n:], flipped.y_train[:n])
+  x = flipped.x_train.reshape(2 * n, 32, 32, 3)
+  np.testing.assert_allclose(x[n:], x[:n, :, ::-1], rtol=1e-6)
+  np.testing.assert_array_equal(flipped.x_val, plain.x_val)  # only training images are added
+
+
+def test_per_image_preprocessing():
+  from mlp.data import preprocess
+
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, size=(6, 4, 4, 1), dtype=np.uint8)
+  st = preprocess.fit(x, "per_image")
+  out = preprocess.apply(x, st, "per_image")
+  assert out.shape == (6, 16) and st["mean"].shape == (16,)
+  np.testing.assert_allclose(out.mean(0), 0.0, atol=1e-5)  # the training mean is removed
+  own = out + st["mean"]  # each image: zero mean, unit std over its own pixels
+  np.testing.assert_allclose(own.mean(1), 0.0, atol=1e-5)
+  np.testing.assert_allclose(own.std(1), 1.0, rtol=1e-4)
+  # Brightness and contrast do not matter; a constant image maps to -mean.
+  dim = x // 2 + 40
+  np.testing.assert_allclose(preprocess.apply(dim, st, "per_image"), out, atol=0.05)
+  flat = preprocess.apply(np.full((1, 4, 4, 1), 7, np.uint8), st, "per_image")
+  np.testing.assert_allclose(flat[0], -st["mean"], atol=1e-6)
