@@ -11,6 +11,7 @@ Peers that are not installed (requirements-bench.txt) are skipped with a message
 """
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -52,28 +53,64 @@ def load_data(data_dir: str | None, rows: int | None):
   return np.ascontiguousarray(x, np.float32), np.asarray(y, np.int32), what
 
 
+def time_one(args) -> None:
+  """Worker: time one implementation at one shape; prints the median epoch seconds as JSON."""
+  impl, hidden, bs = args.worker.split(":")
+  hidden, bs = tuple(int(h) for h in hidden.split("-")), int(bs)
+  x, y, _ = load_data(args.data_dir, 512 if args.quick else None)
+  sizes = (x.shape[1], *hidden, int(y.max()) + 1)
+  try:
+    if impl == "ours":
+      run = peers.ours(x, y, sizes, bs, args.softmax_grad)
+    else:
+      run = peers.PEERS[impl](x, y, sizes, bs)
+  except peers.Missing as err:
+    print(json.dumps({"missing": str(err)}))
+    return
+  repeats = 1 if args.quick else args.repeats
+  print(
+    json.dumps({"seconds": statistics.median(peers.time_epochs(run, repeats, clock=args.clock))})
+  )
+
+
 def measure(args) -> tuple[list[dict], dict]:
+  """Each (implementation, shape) is timed in its own process, so that thread pools (XLA's,
+  OpenBLAS's, PyTorch's OpenMP) never compete with each other inside one process."""
   x, y, what = load_data(args.data_dir, 512 if args.quick else None)
   repeats = 1 if args.quick else args.repeats
   peak, blas = peers.matmul_peak(1024 if args.quick else 2048, clock=args.clock)
-  rows = []
+  names = ["ours", *peers.PEERS]
+  if args.only:
+    names = [n for n in names if n in args.only.split(",")]
+  rows, missing = [], set()
   for hidden in HIDDEN:
     sizes = (x.shape[1], *hidden, int(y.max()) + 1)
     flops = peers.epoch_flops(sizes, x.shape[0])
     for bs in BATCHES:
       steps = -(-x.shape[0] // bs)
-      impls = {"ours": lambda s=sizes, b=bs: peers.ours(x, y, s, b, args.softmax_grad)}
-      impls.update({k: (lambda f=f, s=sizes, b=bs: f(x, y, s, b)) for k, f in peers.PEERS.items()})
       ours_s = None
-      for name, make in impls.items():
-        if args.only and name not in args.only.split(","):
+      for name in names:
+        if name in missing:
           continue
-        try:
-          run = make()
-        except peers.Missing as err:
-          print(f"skipping {name}: {err}", file=sys.stderr)
+        cmd = [
+          sys.executable,
+          "-m",
+          "benchmarks.har_speed",
+          f"--worker={name}:{'-'.join(map(str, hidden))}:{bs}",
+        ]
+        cmd += [
+          f"--repeats={args.repeats}",
+          f"--clock={args.clock}",
+          f"--softmax_grad={args.softmax_grad}",
+        ]
+        cmd += ["--quick"] * args.quick + ([f"--data_dir={args.data_dir}"] if args.data_dir else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+        if "missing" in result:
+          print(f"skipping {name}: {result['missing']}", file=sys.stderr)
+          missing.add(name)
           continue
-        sec = statistics.median(peers.time_epochs(run, repeats, clock=args.clock))
+        sec = result["seconds"]
         ours_s = sec if name == "ours" else ours_s
         rows.append(
           dict(
@@ -82,7 +119,7 @@ def measure(args) -> tuple[list[dict], dict]:
             impl=name,
             ms=sec * 1e3,
             us_step=sec / steps * 1e6,
-            ratio=sec / ours_s,
+            ratio=sec / ours_s if ours_s else float("nan"),
             gflops=flops / sec / 1e9,
             peak_frac=flops / sec / 1e9 / peak,
           )
@@ -120,7 +157,8 @@ def render(rows: list[dict], info: dict, markdown: bool) -> str:
   notes = [
     f"Machine: {info['cpu']}. {vers}.",
     f"Data: {info['data']}. Median of {info['repeats']} epochs after 1 warm-up epoch, "
-    f"{info['clock']} clock, {info['affinity']} CPU(s) usable by this process.",
+    f"each implementation in its own process, {info['clock']} clock, "
+    f"{info['affinity']} CPU(s) usable.",
     f"float32 matmul peak (numpy 2048^2, {info['blas']}): {info['peak']:.1f} GFLOP/s.",
   ]
   if markdown:
@@ -134,7 +172,7 @@ def render(rows: list[dict], info: dict, markdown: bool) -> str:
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--repeats", type=int, default=5, help="timed epochs per measurement")
+  parser.add_argument("--repeats", type=int, default=3, help="timed epochs per measurement")
   parser.add_argument("--quick", action="store_true", help="512 rows, 1 repeat: a smoke test")
   parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
   parser.add_argument("--data_dir", default=None, help="UCI HAR directory (else $MLP_DATA_DIR)")
@@ -145,7 +183,11 @@ def main(argv=None) -> None:
     "--only", default="", help="comma-separated subset of ours,numpy,sklearn,torch"
   )
   parser.add_argument("--softmax_grad", default="fused", choices=("fused", "jacobian"))
+  parser.add_argument("--worker", default="", help=argparse.SUPPRESS)  # impl:hidden:batch
   args = parser.parse_args(argv)
+  if args.worker:
+    time_one(args)
+    return
   rows, info = measure(args)
   print(render(rows, info, args.markdown))
 
