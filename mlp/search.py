@@ -40,6 +40,7 @@ import copy
 import json
 import math
 import os
+import random
 import shutil
 import socket
 import threading
@@ -286,15 +287,26 @@ def open_storage(
     def stale(st: optuna.Study, trial: FrozenTrial) -> None:
       log(f"trial {trial.number} failed: its worker stopped sending heartbeats")
 
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-      return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs={"pool_pre_ping": True},
-        heartbeat_interval=int(s.heartbeat_interval),
-        grace_period=int(s.grace_period),
-        heartbeat_stale_trial_callback=stale,
-      )
+    import sqlalchemy.exc
+
+    # Workers that start together on a fresh database race to create Optuna's tables and enum
+    # types; the loser gets a unique-key violation. The tables exist by then: just try again.
+    for attempt in range(6):
+      try:
+        with warnings.catch_warnings():
+          warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+          return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True},
+            heartbeat_interval=int(s.heartbeat_interval),
+            grace_period=int(s.grace_period),
+            heartbeat_stale_trial_callback=stale,
+          )
+      except sqlalchemy.exc.IntegrityError as e:
+        if attempt == 5:
+          raise
+        log(f"another worker is creating the study tables ({type(e.orig).__name__}); retrying")
+        time.sleep(0.5 * (attempt + 1) + random.random())
   path = Path(url) if url else Path(workdir) / JOURNAL_NAME
   path.parent.mkdir(parents=True, exist_ok=True)
   from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
