@@ -13,6 +13,20 @@ budget shared by every worker, the ask batch and the order of the sequential sea
 import ml_collections
 
 
+def quick_search(search: ml_collections.ConfigDict) -> None:
+  """Shrink a search section for smoke tests: a tiny space, budget and fast heartbeats."""
+  search.budget = 6
+  search.ask_batch = 2
+  search.points = 2
+  search.tpe_startup = 2
+  search.heartbeat_interval = 1
+  search.grace_period = 5
+  search.poll_seconds = 0.2
+  search.space.layers = dict(scale="int", low=1, high=2, step=1)
+  search.space.width = dict(scale="int", low=8, high=32, step=8)
+  search.space.batch_size = dict(scale="int", low=10, high=20, step=10)
+
+
 def search_section(**space_overrides) -> ml_collections.ConfigDict:
   """The ``search`` section shared by the search configs (the study's ranges by default)."""
   s = ml_collections.ConfigDict()
@@ -100,16 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.hidden = (16,)
     c.train.max_epochs = 3
     c.train.batch_size = 10
-    c.search.budget = 6
-    c.search.ask_batch = 2
-    c.search.points = 2
-    c.search.tpe_startup = 2
-    c.search.heartbeat_interval = 1
-    c.search.grace_period = 5
-    c.search.poll_seconds = 0.2
-    c.search.space.layers = dict(scale="int", low=1, high=2, step=1)
-    c.search.space.width = dict(scale="int", low=8, high=32, step=8)
-    c.search.space.batch_size = dict(scale="int", low=10, high=20, step=10)
+    quick_search(c.search)
   elif arg not in (None, ""):
     raise ValueError(f"unknown variant {arg!r} of configs/fer2013_search.py; use :quick or none")
   return c

@@ -6,7 +6,7 @@ python -m experiments.search --config=configs/har_search.py:quick   # smoke test
 
 import ml_collections
 
-from configs.fer2013_search import search_section
+from configs.fer2013_search import quick_search, search_section
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -53,16 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.hidden = (16,)
     c.train.max_epochs = 3
     c.train.batch_size = 10
-    c.search.budget = 6
-    c.search.ask_batch = 2
-    c.search.points = 2
-    c.search.tpe_startup = 2
-    c.search.heartbeat_interval = 1
-    c.search.grace_period = 5
-    c.search.poll_seconds = 0.2
-    c.search.space.layers = dict(scale="int", low=1, high=2, step=1)
-    c.search.space.width = dict(scale="int", low=8, high=32, step=8)
-    c.search.space.batch_size = dict(scale="int", low=10, high=20, step=10)
+    quick_search(c.search)
   elif arg not in (None, ""):
     raise ValueError(f"unknown variant {arg!r} of configs/har_search.py; use :quick or none")
   return c

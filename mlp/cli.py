@@ -6,11 +6,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from absl import flags
+from absl import app, flags
+from ml_collections import config_flags
 
 from mlp.checkpoint import CheckpointError
 from mlp.data import DataError
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 USER_ERRORS = (DataError, CheckpointError, ValueError, KeyError, FileNotFoundError)
 
 
@@ -49,3 +51,27 @@ def friendly_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], 
       sys.exit(130)
 
   return wrapped
+
+
+def study_main(default_config: str) -> Callable[[list[str]], None]:
+  """Flags (--config, --workdir, --data_dir) and the main function of a study entry point."""
+  config_flag = config_flags.DEFINE_config_file(
+    "config", str(CONFIGS / default_config), "Study config.", lock_config=True
+  )
+  workdir_flag = flags.DEFINE_string(
+    "workdir", None, "Output folder; reuse one to resume (default: a new runs/<name>-<time>)."
+  )
+  data_dir_flag = define_data_dir_flag()
+
+  @friendly_errors
+  def main(argv: list[str]) -> None:
+    from mlp import study
+
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = config_flag.value
+    workdir = workdir_flag.value or default_workdir(config.name)
+    print(f"workdir: {workdir}  (TensorBoard: tensorboard --logdir {Path(workdir) / 'runs'})")
+    study.run_study(config, workdir, data_dir=data_dir_flag.value)
+
+  return main
