@@ -1,9 +1,36 @@
 """Test-wide settings: never touch the user's cache or data folder, never the network."""
 
+import os
+
 import pytest
+
+from mlp.data import common
+
+
+@pytest.fixture(autouse=True, scope="session")
+def session_cache_dir(tmp_path_factory):
+  """Module- and session-scoped fixtures run before function-scoped ones: isolate them too."""
+  saved = {k: os.environ.get(k) for k in ("MLP_CACHE_DIR", "MLP_DATA_DIR")}
+  os.environ["MLP_CACHE_DIR"] = str(tmp_path_factory.mktemp("mlp-cache"))
+  os.environ.pop("MLP_DATA_DIR", None)
+  yield
+  for k, v in saved.items():
+    if v is None:
+      os.environ.pop(k, None)
+    else:
+      os.environ[k] = v
 
 
 @pytest.fixture(autouse=True)
-def isolated_data_env(tmp_path_factory, monkeypatch):
-  monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path_factory.mktemp("mlp-cache")))
+def isolated_data_env(tmp_path, monkeypatch):
+  """A private cache per test, no $MLP_DATA_DIR, and downloads that fail loudly.
+
+  Tests of the download path replace ``common._urlopen`` with a local fake themselves.
+  """
+  monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
   monkeypatch.delenv("MLP_DATA_DIR", raising=False)
+
+  def no_network(*args, **kwargs):
+    raise AssertionError("tests must not touch the network")
+
+  monkeypatch.setattr(common, "_urlopen", no_network)

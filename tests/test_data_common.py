@@ -14,17 +14,6 @@ from mlp.data import common
 from mlp.data.common import DataError
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-  monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
-  monkeypatch.delenv("MLP_DATA_DIR", raising=False)
-
-  def no_network(*args, **kwargs):
-    raise AssertionError("tests must not touch the network")
-
-  monkeypatch.setattr(common, "_urlopen", no_network)
-
-
 def test_data_error_is_exception():
   assert issubclass(DataError, Exception)
 

@@ -16,17 +16,6 @@ from mlp.data.common import DataError
 from tests.data_fixtures import write_fake_har
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-  monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
-  monkeypatch.delenv("MLP_DATA_DIR", raising=False)
-
-  def no_network(*args, **kwargs):
-    raise AssertionError("tests must not touch the network")
-
-  monkeypatch.setattr(common, "_urlopen", no_network)
-
-
 def test_heldout_happy_path(tmp_path):
   write_fake_har(tmp_path / "d", rows_per_subject=12)
   d = har.load(str(tmp_path / "d"), val_subjects=2, seed=0)

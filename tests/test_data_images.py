@@ -17,18 +17,6 @@ from mlp.data import cifar10, common, fer2013, images, preprocess
 from mlp.data.common import DataError
 from tests.data_fixtures import write_fake_cifar, write_fake_fer
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-  monkeypatch.setenv("MLP_CACHE_DIR", str(tmp_path / "cache"))
-  monkeypatch.delenv("MLP_DATA_DIR", raising=False)
-
-  def no_network(*args, **kwargs):
-    raise AssertionError("tests must not touch the network")
-
-  monkeypatch.setattr(common, "_urlopen", no_network)
-
-
 # --------------------------------------------------------------------------------------------------
 # CIFAR-10
 
