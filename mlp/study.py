@@ -226,10 +226,10 @@ def run_study(
   from mlp import data as data_lib
 
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   runs = sweep.expand(config)
   if data is None:
-    data = data_lib.load(config.data, data_dir)
+    data = data_lib.load(config.data, data_dir)  # before creating the workdir: no empty folders
+  workdir.mkdir(parents=True, exist_ok=True)
   for note in data.notes:
     log(note)
   groups_all = sweep.group_by_shape(runs, data.num_inputs, data.num_classes)  # validates early

@@ -190,9 +190,14 @@ def test_cli_runs_quick_config_and_rejects_unknown_field(har_dir, tmp_path):
   assert "no_such_field" in bad.stderr
   malformed = run_cli("--config=configs/har.py:quick", "--config.train.batch_size=many")
   assert malformed.returncode != 0 and "batch_size" in malformed.stderr
-  missing = run_cli("--config=configs/har.py:quick", f"--data_dir={tmp_path / 'nowhere'}")
+  missing = run_cli(
+    "--config=configs/har.py:quick",
+    f"--data_dir={tmp_path / 'nowhere'}",
+    f"--workdir={tmp_path / 'never'}",
+  )
   assert missing.returncode == 2
   assert "nowhere" in missing.stderr and "Traceback" not in missing.stderr
+  assert not (tmp_path / "never").exists()  # nothing is created before the data loads
   ok = run_cli(
     "--config=configs/har.py:quick",
     "--config.train.max_epochs=1",
