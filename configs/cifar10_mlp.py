@@ -50,6 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.gap = 0.05
   c.train.gap_min_epoch = 0
   c.train.patience = 8
+  c.train.monitor = "val_loss"  # what patience watches: val_loss or val_acc
 
   c.grid = ml_collections.ConfigDict()
   c.extra_runs = ml_collections.ConfigDict()

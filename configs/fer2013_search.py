@@ -99,6 +99,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.max_epochs = 30  # per-trial epoch budget
   c.train.early_stopping = "patience"
   c.train.patience = 4
+  c.train.monitor = "val_loss"  # what patience watches: val_loss or val_acc
   c.train.gap = 0.05
   c.train.gap_min_epoch = 50
 

@@ -625,25 +625,25 @@ class Worker:
       f"({'vmapped populations' if self.vectorize else 'member by member'})"
     )
     pending = {trial._trial_id: trial for trial, _ in by_run.values()}
+
+    def tell(result: dict) -> None:  # as soon as each trial is saved, not after its whole group
+      trial, _ = by_run[result["run"]]
+      self._tell(trial, result)
+      pending.pop(trial._trial_id, None)
+      hb.remove(trial._trial_id)
+
     try:
       for group in groups:
-        chunks = [group.runs] if self.vectorize else [[r] for r in group.runs]
-        for chunk in chunks:
-          sub = sweep.Group(group.spec, group.max_epochs, group.stopping, chunk)
-          results = study.train_group(
-            sub,
-            self.data,
-            self.workdir,
-            vectorize=len(chunk) > 1,
-            log=self.log,
-            done=self.trained,
-            total=self.budget,
-          )
-          for result in results:
-            trial, _ = by_run[result["run"]]
-            self._tell(trial, result)
-            pending.pop(trial._trial_id, None)
-            hb.remove(trial._trial_id)
+        study.train_group(
+          group,
+          self.data,
+          self.workdir,
+          vectorize=self.vectorize,
+          log=self.log,
+          done=self.trained,
+          total=self.budget,
+          on_result=tell,
+        )
     except BaseException:
       for trial_id in pending:
         _fail(self.st, trial_id, "error")

@@ -70,17 +70,22 @@ def train_group(
   log: Log,
   done: int,
   total: int,
+  on_result: Callable[[dict], None] | None = None,
 ) -> list[dict]:
   """Train the runs of one shape group (as one population, or one by one) and save each.
 
   ``done`` runs of ``total`` are finished before this group (for the progress prefix).
+  ``on_result(result)`` is called as soon as each run is saved.
   """
   chunks = [group.runs] if vectorize else [[r] for r in group.runs]
   results = []
   for chunk in chunks:
     first, last = done + len(results) + 1, done + len(results) + len(chunk)
     progress = f"[{first}/{total}]" if first == last else f"[{first}-{last}/{total}]"
-    results += _train_chunk(group, chunk, data, workdir, log=log, progress=progress)
+    for result in _train_chunk(group, chunk, data, workdir, log=log, progress=progress):
+      results.append(result)
+      if on_result is not None:
+        on_result(result)
   return results
 
 
@@ -232,8 +237,7 @@ def run_study(
   workdir.mkdir(parents=True, exist_ok=True)
   for note in data.notes:
     log(note)
-  groups_all = sweep.group_by_shape(runs, data.num_inputs, data.num_classes)  # validates early
-  del groups_all
+  sweep.group_by_shape(runs, data.num_inputs, data.num_classes)  # bad values fail before training
   checkpoint.atomic_write_json(workdir / "config.json", checkpoint.to_jsonable(config.to_dict()))
   hp = [sweep.hparams_of(r) for r in runs]
   tensorboard.write_hparams_config(
