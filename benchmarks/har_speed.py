@@ -24,6 +24,9 @@ from benchmarks import peers
 
 HIDDEN = ((300, 100), (300, 200))
 BATCHES = (1, 50)
+# ours: XLA's default CPU thread pool (every core); ours-1t: a one-thread pool, as each worker
+# process of the HAR study trains (one per core, mlp/workers.py).
+OURS = ("ours", "ours-1t")
 
 
 def cpu_model() -> str:
@@ -42,8 +45,8 @@ def load_data(data_dir: str | None, rows: int | None):
   if data_dir:
     from mlp.data import har
 
-    d = har.load(data_dir, val_subjects=0, download=False)
-    x, y, what = d.x_train, d.y_train, f"UCI HAR train split ({d.x_train.shape[0]} rows)"
+    a = har.load_arrays(har.find_root(data_dir, download=False))  # the official train split
+    x, y, what = a["x_train"], a["y_train"], f"UCI HAR train split ({a['x_train'].shape[0]} rows)"
   else:
     x, y = peers.har_like()
     what = f"synthetic HAR-shaped data ({x.shape[0]} x {x.shape[1]}, 6 classes)"
@@ -57,10 +60,14 @@ def time_one(args) -> None:
   """Worker: time one implementation at one shape; prints the median epoch seconds as JSON."""
   impl, hidden, bs = args.worker.split(":")
   hidden, bs = tuple(int(h) for h in hidden.split("-")), int(bs)
+  if impl == "ours-1t":  # before JAX starts its backend
+    from mlp import workers
+
+    workers.limit_xla_threads(0)
   x, y, _ = load_data(args.data_dir, 512 if args.quick else None)
   sizes = (x.shape[1], *hidden, int(y.max()) + 1)
   try:
-    if impl == "ours":
+    if impl in OURS:
       run = peers.ours(x, y, sizes, bs, args.softmax_grad)
     else:
       run = peers.PEERS[impl](x, y, sizes, bs)
@@ -79,7 +86,7 @@ def measure(args) -> tuple[list[dict], dict]:
   x, y, what = load_data(args.data_dir, 512 if args.quick else None)
   repeats = 1 if args.quick else args.repeats
   peak, blas = peers.matmul_peak(1024 if args.quick else 2048, clock=args.clock)
-  names = ["ours", *peers.PEERS]
+  names = [*OURS, *peers.PEERS]
   if args.only:
     names = [n for n in names if n in args.only.split(",")]
   rows, missing = [], set()
@@ -160,6 +167,8 @@ def render(rows: list[dict], info: dict, markdown: bool) -> str:
     f"each implementation in its own process, {info['clock']} clock, "
     f"{info['affinity']} CPU(s) usable.",
     f"float32 matmul peak (numpy 2048^2, {info['blas']}): {info['peak']:.1f} GFLOP/s.",
+    "ours-1t: ours with XLA's CPU thread pool limited to one thread, as each of the HAR "
+    "study's worker processes trains (one per core, mlp/workers.py).",
   ]
   if markdown:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -180,7 +189,7 @@ def main(argv=None) -> None:
     "--clock", default="wall", choices=("wall", "process"), help="elapsed or CPU time"
   )
   parser.add_argument(
-    "--only", default="", help="comma-separated subset of ours,numpy,sklearn,torch"
+    "--only", default="", help="comma-separated subset of ours,ours-1t,numpy,sklearn,torch"
   )
   parser.add_argument("--softmax_grad", default="fused", choices=("fused", "jacobian"))
   parser.add_argument("--worker", default="", help=argparse.SUPPRESS)  # impl:hidden:batch

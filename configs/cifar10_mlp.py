@@ -24,6 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.seeds = 1
   c.vectorize = ml_collections.config_dict.placeholder(bool)
+  c.workers = 1  # CPU: train in this process on every core (large batches use XLA's threads)
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "cifar10"

@@ -11,9 +11,10 @@ from ml_collections import config_flags
 
 from mlp.checkpoint import CheckpointError
 from mlp.data import DataError
+from mlp.workers import WorkerError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-USER_ERRORS = (DataError, CheckpointError, ValueError, KeyError, FileNotFoundError)
+USER_ERRORS = (DataError, CheckpointError, WorkerError, ValueError, KeyError, FileNotFoundError)
 
 
 def default_workdir(name: str) -> Path:

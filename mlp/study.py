@@ -24,7 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from mlp import checkpoint, metrics, report, sweep, tensorboard, train
+from mlp import checkpoint, metrics, report, sweep, tensorboard, train, workers
 from mlp.data import Dataset
 
 Log = Callable[[str], None]
@@ -39,8 +39,12 @@ def run_dir(workdir: Path, run: sweep.Run) -> Path:
   return Path(workdir) / "runs" / run.name / f"seed{run.seed}"
 
 
+EXECUTION_FIELDS = ("workers", "vectorize")  # how runs are executed, not what they compute
+
+
 def _run_config_json(run: sweep.Run) -> dict:
-  return checkpoint.to_jsonable(run.config.to_dict())
+  cfg = run.config.to_dict()
+  return checkpoint.to_jsonable({k: v for k, v in cfg.items() if k not in EXECUTION_FIELDS})
 
 
 def _load_finished(workdir: Path, run: sweep.Run) -> dict | None:
@@ -227,11 +231,16 @@ def run_study(
   log: Log = print,
   data: Dataset | None = None,
 ) -> list[dict]:
-  """Train every run of ``config`` not yet finished in ``workdir``; write results and figures."""
+  """Train every run of ``config`` not yet finished in ``workdir``; write results and figures.
+
+  With ``config.workers`` != 1 on CPU the runs are trained in worker processes (mlp.workers);
+  a ``data`` object given here keeps training in this process (workers load from ``data_dir``).
+  """
   from mlp import data as data_lib
 
   workdir = Path(workdir)
   runs = sweep.expand(config)
+  data_given = data
   if data is None:
     data = data_lib.load(config.data, data_dir)  # before creating the workdir: no empty folders
   workdir.mkdir(parents=True, exist_ok=True)
@@ -255,15 +264,27 @@ def run_study(
       results[run.id] = done
   if results:
     log(f"resuming {workdir}: {len(results)} of {len(runs)} runs already finished, skipped")
-  vectorize = config.get("vectorize")
-  if vectorize is None:
-    vectorize = jax.default_backend() != "cpu"
-  total = len(runs)
-  for group in sweep.group_by_shape(pending, data.num_inputs, data.num_classes):
-    for r in train_group(
-      group, data, workdir, vectorize=vectorize, log=log, done=len(results), total=total
-    ):
-      results[r["run"]] = r
+  n_workers = workers.count(config, len(pending)) if data_given is None else 1
+  if n_workers > 1:
+    rows = len(data.y_train)
+    queue = sorted(
+      pending, key=lambda r: -workers.estimated_seconds(r, rows, data.num_inputs, data.num_classes)
+    )
+    workers.run(workdir, queue, runs, n_workers, data_dir=data_dir, log=log)
+    for run in pending:
+      result = _load_finished(workdir, run)
+      if result is None:
+        raise StudyError(f"run {run.id} did not finish in a worker process; run again to resume")
+      results[run.id] = result
+  else:
+    vectorize = config.get("vectorize")
+    if vectorize is None:
+      vectorize = jax.default_backend() != "cpu"
+    for group in sweep.group_by_shape(pending, data.num_inputs, data.num_classes):
+      for r in train_group(
+        group, data, workdir, vectorize=vectorize, log=log, done=len(results), total=len(runs)
+      ):
+        results[r["run"]] = r
   ordered = [results[r.id] for r in runs]
   write_results(config, ordered, data, workdir)
   log(f"results: {workdir / 'results.md'}; figures: {workdir / 'figures'}")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import har as har_config
-from mlp import checkpoint, study, sweep, tensorboard, train
+from mlp import checkpoint, study, sweep, tensorboard, train, workers
 from mlp import data as data_lib
 from tests.data_fixtures import write_fake_har
 
@@ -37,8 +37,10 @@ def quick_config(**train_overrides):
 
 @pytest.fixture(scope="module")
 def finished(har_dir, tmp_path_factory):
+  """The quick study trained by two worker processes (mlp.workers), as HAR does on CPU."""
   workdir = tmp_path_factory.mktemp("study")
   cfg = quick_config()
+  cfg.workers = 2
   lines = []
   results = study.run_study(cfg, workdir, data_dir=str(har_dir), log=lines.append)
   return cfg, workdir, results, lines
@@ -142,6 +144,7 @@ def test_resume_skips_finished_runs_and_restarts_interrupted(finished, har_dir, 
 
   monkeypatch.setattr(train, "fit", counting_fit)
   lines = []
+  cfg.workers = 1  # train in this process, so that the patched fit sees the calls
   again = study.run_study(cfg, workdir, data_dir=str(har_dir), log=lines.append)
   assert len(calls) == 1
   assert any("8 of 9 runs already finished" in line for line in lines)
@@ -149,6 +152,41 @@ def test_resume_skips_finished_runs_and_restarts_interrupted(finished, har_dir, 
     if r.id != victim.id:
       assert os.stat(study.run_dir(workdir, r) / "result.json").st_mtime_ns == stamps[r.id]
   assert again[2]["run"] == victim.id and again[2]["epochs"] >= 1
+
+
+def test_workers_give_the_same_numbers_as_one_process(finished, har_dir, tmp_path):
+  cfg, _, parallel, lines = finished
+  assert any("in 2 worker processes" in line for line in lines)
+  single_cfg = quick_config()
+  single_cfg.workers = 1
+  single = study.run_study(single_cfg, tmp_path, data_dir=str(har_dir), log=lambda s: None)
+  assert [r["run"] for r in single] == [r["run"] for r in parallel]
+  for a, b in zip(single, parallel, strict=True):
+    # Same runs, seeds and programs; only XLA's thread count differs, which can change the
+    # order of a reduction's additions (last float32 bits of a mean).
+    for k, v in a["history"].items():
+      np.testing.assert_allclose(v, b["history"][k], rtol=1e-5, err_msg=f"{a['run']} {k}")
+    assert a["epochs"] == b["epochs"]
+    for split in a["tests"]:
+      np.testing.assert_allclose(a["tests"][split]["topk"], b["tests"][split]["topk"], atol=1e-6)
+  _, workdir, _, _ = finished
+  assert not (workdir / "claims").exists() and not (workdir / "queue.json").exists()
+
+
+def test_worker_failure_is_reported(har_dir, tmp_path):
+  cfg = quick_config()
+  checkpoint.atomic_write_json(tmp_path / "config.json", checkpoint.to_jsonable(cfg.to_dict()))
+  bogus = sweep.Run("no_such_run", 0, cfg)  # not in the config: the worker fails to find it
+  with pytest.raises(workers.WorkerError, match="worker 0 exit code"):
+    workers.run(tmp_path, [bogus], [bogus], 1, data_dir=str(har_dir), log=lambda s: None)
+
+
+def test_thread_limit_refuses_an_initialised_backend():
+  import jax
+
+  jax.devices()
+  with pytest.raises(RuntimeError, match="before JAX"):
+    workers.limit_xla_threads(0)
 
 
 def test_changed_config_on_same_workdir_is_refused(finished, har_dir):

@@ -1,0 +1,199 @@
+"""Train a study's runs in worker processes, one per CPU core, each with a one-thread XLA pool.
+
+Why: on CPU, XLA runs a step's independent operations (dW and dx of a layer, say) on its intra-op
+thread pool. For small steps, handing work between threads costs more than it saves: on the 2-core
+development machine a HAR epoch at batch 1, hidden (300, 100), takes 875 ms with XLA's default pool
+and 370 ms with a one-thread pool (batch 50: 72 -> 66 ms). Large image batches are the other way
+round (CIFAR-10, batch 100, hidden 400: one thread is 1.5x slower). So a config with
+``workers = 0`` (one per core; the HAR ablation) trains its runs in that many processes, each
+with a one-thread pool on its own core, while ``workers = 1`` (image studies) trains in the calling
+process on every core. Accelerators always train in the calling process.
+
+How: the parent writes the pending runs, most expensive first, to ``queue.json`` in the workdir
+and starts the workers (``python -m mlp.workers``); each worker reads the study's ``config.json``,
+loads the data and claims the next run by creating ``claims/<k>`` with O_EXCL. A run is finished
+when its ``result.json`` exists, exactly as in one process, so an interrupted study resumes the
+same way. The numbers do not depend on the number of workers: every run has its own seed.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import ml_collections
+
+from mlp import checkpoint, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+STEP_OVERHEAD_S = 50e-6  # per minibatch step, measured on CPU (benchmarks/README.md)
+FLOPS_PER_S = 100e9  # sustained float32 matmul rate inside the epoch scan, same source
+
+
+class WorkerError(RuntimeError):
+  """A worker process failed (its traceback is on stderr)."""
+
+
+def available_cpus() -> list[int]:
+  """The CPU cores this process may run on."""
+  if hasattr(os, "sched_getaffinity"):
+    return sorted(os.sched_getaffinity(0))
+  return list(range(os.cpu_count() or 1))
+
+
+def count(config: ml_collections.ConfigDict, pending: int) -> int:
+  """How many worker processes to use for ``pending`` runs (1 = train in this process)."""
+  import jax
+
+  requested = int(config.get("workers", 1))
+  if requested < 0:
+    raise ValueError(f"workers must be >= 0 (0 = one per CPU core), got {requested}")
+  if jax.default_backend() != "cpu" or not hasattr(os, "sched_setaffinity"):
+    return 1
+  n = requested or len(available_cpus())
+  return max(1, min(n, pending))
+
+
+def estimated_seconds(run: sweep.Run, rows: int, num_inputs: int, num_classes: int) -> float:
+  """A rough cost model for ordering the queue: per-step overhead + matmul work (6 flops/weight)."""
+  spec = sweep.spec_of(run.config, num_inputs, num_classes)
+  weights = sum(a * b for a, b in zip(spec.sizes[:-1], spec.sizes[1:], strict=True))
+  epochs = int(run.config.train.max_epochs)
+  steps = math.ceil(rows / spec.batch_size)
+  return epochs * (steps * STEP_OVERHEAD_S + 6 * rows * weights / FLOPS_PER_S)
+
+
+def limit_xla_threads(cpu: int) -> None:
+  """Give XLA's CPU client a one-thread pool pinned to ``cpu``; call before JAX starts a backend.
+
+  XLA sizes its pool from the process's CPU affinity when the client is created (jax issue
+  #1539), so the affinity is narrowed to one core for that moment, then restored for this thread.
+  """
+  import jax
+  from jax._src import xla_bridge
+
+  if xla_bridge.backends_are_initialized():
+    raise RuntimeError("limit_xla_threads must run before JAX initialises its backends")
+  allowed = available_cpus()
+  os.sched_setaffinity(0, {allowed[cpu % len(allowed)]})
+  try:
+    jax.devices()
+  finally:
+    os.sched_setaffinity(0, allowed)
+
+
+def run(
+  workdir: Path,
+  queue: list[sweep.Run],
+  all_runs: list[sweep.Run],
+  n: int,
+  *,
+  data_dir: str | None,
+  log,
+) -> None:
+  """Train ``queue`` (in that order) with ``n`` worker processes; return when all have exited.
+
+  The study's config must already be in ``workdir/config.json``. Raises WorkerError when a
+  worker fails; on KeyboardInterrupt the workers are interrupted too and waited for.
+  """
+  workdir = Path(workdir)
+  position = {r.id: i for i, r in enumerate(all_runs)}
+  order = {"runs": [r.id for r in queue], "position": [position[r.id] for r in queue]}
+  checkpoint.atomic_write_json(workdir / "queue.json", {**order, "total": len(all_runs)})
+  shutil.rmtree(workdir / "claims", ignore_errors=True)
+  (workdir / "claims").mkdir()
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+  log(f"training {len(queue)} runs in {n} worker processes (one XLA thread each; config workers)")
+  procs = []
+  for i in range(n):
+    cmd = [sys.executable, "-m", "mlp.workers", "--workdir", str(workdir), "--index", str(i)]
+    if data_dir:
+      cmd += ["--data_dir", str(data_dir)]
+    procs.append(subprocess.Popen(cmd, env=env))
+  try:
+    codes = [p.wait() for p in procs]
+  except BaseException:
+    for p in procs:
+      if p.poll() is None:
+        p.send_signal(signal.SIGINT)
+    for p in procs:
+      try:
+        p.wait(timeout=30)
+      except subprocess.TimeoutExpired:
+        p.kill()
+    raise
+  failed = [(i, c) for i, c in enumerate(codes) if c != 0]
+  if not failed:
+    shutil.rmtree(workdir / "claims", ignore_errors=True)
+    (workdir / "queue.json").unlink(missing_ok=True)
+  if failed:
+    raise WorkerError(
+      "worker process(es) failed: "
+      + ", ".join(f"worker {i} exit code {c}" for i, c in failed)
+      + " (the error is printed above); finished runs are saved: fix it and run the same command "
+      "with the same --workdir to resume, or set --config.workers=1 to train in one process"
+    )
+
+
+def _say(line: str) -> None:
+  """One write per line, so that lines of concurrent workers never interleave on a pipe."""
+  sys.stdout.flush()
+  os.write(sys.stdout.fileno(), (line + "\n").encode())
+
+
+def _claim(workdir: Path, k: int) -> bool:
+  try:
+    os.close(os.open(workdir / "claims" / str(k), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+  except FileExistsError:
+    return False
+  return True
+
+
+def worker_main(argv: list[str] | None = None) -> None:
+  """One worker: claim runs from the queue and train them until the queue is empty."""
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--index", type=int, required=True)
+  p.add_argument("--data_dir", default=None)
+  args = p.parse_args(argv)
+  limit_xla_threads(args.index)
+
+  from mlp import data as data_lib
+  from mlp import study
+
+  workdir = Path(args.workdir)
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  queue = json.loads((workdir / "queue.json").read_text())
+  by_id = {r.id: r for r in sweep.expand(config)}
+  data = data_lib.load(config.data, args.data_dir)
+  parent = os.getppid()
+  tag = f"[w{args.index}]"
+  vectorize = False  # one run at a time: the CPU path
+  for k, (run_id, pos) in enumerate(zip(queue["runs"], queue["position"], strict=True)):
+    if os.getppid() != parent:
+      return  # the parent study died: stop taking work
+    if not _claim(workdir, k):
+      continue
+    run_ = by_id[run_id]
+    group = sweep.group_by_shape([run_], data.num_inputs, data.num_classes)[0]
+    study.train_group(
+      group,
+      data,
+      workdir,
+      vectorize=vectorize,
+      log=lambda s: _say(f"{tag} {s}"),
+      done=pos,
+      total=queue["total"],
+    )
+
+
+if __name__ == "__main__":
+  try:
+    worker_main()
+  except KeyboardInterrupt:  # the parent study reports the interruption
+    sys.exit(130)
