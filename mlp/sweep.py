@@ -142,6 +142,7 @@ def stopping_of(cfg: ml_collections.ConfigDict) -> train.Stopping:
     gap=float(t.gap),
     min_epoch=int(t.gap_min_epoch),
     patience=int(t.patience),
+    monitor=str(t.get("monitor", "val_loss")),
   ).validate()
 
 

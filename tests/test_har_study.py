@@ -189,6 +189,25 @@ def test_thread_limit_refuses_an_initialised_backend():
     workers.limit_xla_threads(0)
 
 
+@pytest.mark.parametrize("monitor", ["val_loss", "val_acc"])
+def test_patience_watches_the_configured_metric_and_keeps_its_best(har_dir, tmp_path, monitor):
+  cfg = quick_config(early_stopping="patience", patience=2, monitor=monitor, max_epochs=8)
+  cfg.workers = 1
+  cfg.grid.train.batch_size = (10,)
+  cfg.grid.model.hidden = ((64, 16),)
+  cfg.grid.train.learning_rate = (0.05,)
+  cfg.grid.train.momentum = (0.0,)
+  del cfg.extra_runs["dropout"]
+  cfg.report.compare_with_best = ""
+  assert sweep.stopping_of(sweep.expand(cfg)[0].config).monitor == monitor
+  (result,) = study.run_study(cfg, tmp_path, data_dir=str(har_dir), log=lambda s: None)
+  h = result["history"]
+  best = int(np.argmin(h["val_loss"]) if monitor == "val_loss" else np.argmax(h["val_acc"]))
+  # The saved result is evaluated with the restored params of the best epoch of that metric.
+  np.testing.assert_allclose(result["val"]["loss"], h["val_loss"][best], rtol=1e-4)
+  np.testing.assert_allclose(result["val"]["topk"][0], h["val_acc"][best], atol=1e-6)
+
+
 def test_changed_config_on_same_workdir_is_refused(finished, har_dir):
   _, workdir, _, _ = finished
   cfg = quick_config(l2=0.5)

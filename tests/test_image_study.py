@@ -67,11 +67,14 @@ def test_study_hyperparameters():
   assert o.data.limit_train == 50 and tuple(o.model.hidden) == (100,)
   assert o.train.batch_size == 10 and o.train.max_epochs == 20 and o.train.l2 > 0
   assert tuple(c.model.hidden) == (400,) and c.train.batch_size == 100 and c.train.max_epochs == 50
-  assert tuple(f.model.hidden) == (457,) and f.train.batch_size == 160
-  assert f.train.l2 == 9.07e-5 and f.train.lr_decay == 0.978 and f.train.momentum == 0.859
-  assert tuple(f.train.dropout) == (0.0, 0.022) and f.model.dropout == "inverted"
-  assert f.train.early_stopping == "patience" and f.train.patience == 4
-  assert f.report.test_split == "PublicTest"
+  study = fer2013_mlp.get_config("study")  # the study's values, unchanged
+  for g in (f, study):
+    assert tuple(g.model.hidden) == (457,) and g.train.batch_size == 160
+    assert g.train.l2 == 9.07e-5 and g.train.lr_decay == 0.978 and g.train.momentum == 0.859
+    assert g.model.dropout == "inverted" and g.train.early_stopping == "patience"
+    assert g.report.test_split == "PublicTest"
+  assert tuple(study.train.dropout) == (0.0, 0.022) and study.train.patience == 4
+  assert tuple(f.train.dropout) == (0.0, 0.5) and f.train.patience == 8  # chosen on validation
   assert f.data.preprocess == "center" and f.data.flip_train  # our adaptations (see docstrings)
   assert c.data.preprocess == "standardize" and not c.data.get("flip_train", False)
 
