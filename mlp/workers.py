@@ -118,14 +118,17 @@ def run(
   try:
     codes = [p.wait() for p in procs]
   except BaseException:
+    # Ctrl-C in a terminal reaches the workers too (same process group); give them a moment to
+    # stop on their own, then interrupt the ones that did not get it, then kill.
     for p in procs:
-      if p.poll() is None:
-        p.send_signal(signal.SIGINT)
-    for p in procs:
-      try:
-        p.wait(timeout=30)
-      except subprocess.TimeoutExpired:
-        p.kill()
+      for sig in (None, signal.SIGINT, signal.SIGKILL):
+        if sig is not None:
+          p.send_signal(sig)
+        try:
+          p.wait(timeout=5 if sig is None else 30)
+          break
+        except subprocess.TimeoutExpired:
+          continue
     raise
   failed = [(i, c) for i, c in enumerate(codes) if c != 0]
   if not failed:
@@ -196,4 +199,5 @@ if __name__ == "__main__":
   try:
     worker_main()
   except KeyboardInterrupt:  # the parent study reports the interruption
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the exit
     sys.exit(130)
