@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -239,6 +240,40 @@ def run_cli(*args, env=None):
     env={**os.environ, **(env or {})},
     timeout=300,
   )
+
+
+def test_ctrl_c_stops_the_workers_and_the_study_resumes(har_dir, tmp_path):
+  args = [
+    "--config=configs/har.py:quick",
+    f"--data_dir={har_dir}",
+    f"--workdir={tmp_path / 'w'}",
+    "--config.workers=2",
+    "--config.train.max_epochs=60",
+    "--config.train.gap_min_epoch=60",
+  ]
+  cmd = [sys.executable, "-m", "experiments.har_ablation", *args]
+  p = subprocess.Popen(
+    cmd,
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    start_new_session=True,  # its own process group, like a terminal's foreground job
+    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+  )
+  for line in p.stdout:
+    if line.startswith("[w") and " epoch " in line:
+      break  # both workers have started training
+  os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C does: SIGINT to the whole foreground group
+  _, err = p.communicate(timeout=120)
+  assert p.returncode == 130, err
+  assert "interrupted" in err and "resume" in err and "Traceback" not in err
+  with pytest.raises(ProcessLookupError):
+    os.killpg(p.pid, 0)  # no worker is left behind
+  assert not (tmp_path / "w" / "results.csv").exists()
+  again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr
+  assert len(read_csv(tmp_path / "w" / "results.csv")) == 9
 
 
 def test_cli_runs_quick_config_and_rejects_unknown_field(har_dir, tmp_path):
