@@ -252,15 +252,20 @@ def test_ctrl_c_stops_the_workers_and_the_study_resumes(har_dir, tmp_path):
     "--config.train.gap_min_epoch=60",
   ]
   cmd = [sys.executable, "-m", "experiments.har_ablation", *args]
-  p = subprocess.Popen(
-    cmd,
-    cwd=ROOT,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-    start_new_session=True,  # its own process group, like a terminal's foreground job
-    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-  )
+  # A handled (not ignored) SIGINT here is reset to the default in the child at exec, so Python
+  # raises KeyboardInterrupt there even when this test runs from a background shell.
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    p = subprocess.Popen(
+      cmd,
+      cwd=ROOT,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      start_new_session=True,  # its own process group, like a terminal's foreground job
+    )
+  finally:
+    signal.signal(signal.SIGINT, previous)
   for line in p.stdout:
     if line.startswith("[w") and " epoch " in line:
       break  # both workers have started training
