@@ -2,6 +2,7 @@
 
 import datetime
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,9 @@ def friendly_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], 
 
   @functools.wraps(main)
   def wrapped(argv: list[str]) -> None:
+    # absl shows INFO logs; jax's "Unable to initialize backend 'tpu'" is one, and not news on a
+    # CPU or GPU machine. Its warnings (e.g. a GPU without a CUDA jaxlib) still show.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     try:
       main(argv)
     except USER_ERRORS as e:
