@@ -27,7 +27,7 @@ def quick_search(search: ml_collections.ConfigDict) -> None:
   search.space.batch_size = dict(scale="int", low=10, high=20, step=10)
 
 
-def search_section(**space_overrides) -> ml_collections.ConfigDict:
+def search_section() -> ml_collections.ConfigDict:
   """The ``search`` section shared by the search configs (the study's ranges by default)."""
   s = ml_collections.ConfigDict()
   s.strategy = "random"  # random (Bergstra & Bengio 2012) | sequential | tpe
@@ -65,8 +65,6 @@ def search_section(**space_overrides) -> ml_collections.ConfigDict:
   s.space.lr_decay = dict(scale="linear", low=0.9, high=1.0)
   s.space.dropout = dict(scale="linear", low=0.0, high=0.5)
   s.space.momentum = dict(scale="linear", low=0.1, high=0.9)
-  for name, value in space_overrides.items():
-    s.space[name] = value
   return s
 
 

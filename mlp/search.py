@@ -38,7 +38,6 @@ so the plan is derived from the stored trials alone and any worker can resume or
 
 import copy
 import json
-import math
 import os
 import random
 import shutil
@@ -50,7 +49,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jax
 import ml_collections
 import numpy as np
 import optuna
@@ -395,7 +393,7 @@ class Heartbeat:
       self._st._storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
 
   def add(self, trial_id: int) -> None:
-    self.beat(trial_id)
+    """Keep beating for this trial (its first beat is sent when it is asked)."""
     with self._lock:
       self._ids.add(trial_id)
 
@@ -496,8 +494,7 @@ class Worker:
     self.count_failed = bool(self.s.count_failed)
     self.max_trials = max_trials
     self.trained = 0
-    vectorize = config.get("vectorize")
-    self.vectorize = jax.default_backend() != "cpu" if vectorize is None else bool(vectorize)
+    self.vectorize = study.vectorize_of(config)
 
   def _trials(self) -> list[FrozenTrial]:
     return self.st.get_trials(deepcopy=False)
@@ -533,7 +530,7 @@ class Worker:
           continue
         for trial_id, _ in kept:
           hb.add(trial_id)
-        self._train(kept, hb)
+        self._train(kept)
     finally:
       hb.close()
     return self.trained
@@ -609,14 +606,13 @@ class Worker:
         _fail(self.st, trial._trial_id, f"invalid: {e}")
         self.log(f"trial {number}: invalid hyperparameters ({e}), marked FAIL")
         continue
-      self.st._storage.set_trial_user_attr(trial._trial_id, "run_dir", str(self._run_dir(run)))
+      self.st._storage.set_trial_user_attr(
+        trial._trial_id, "run_dir", str(study.run_dir(self.workdir, run))
+      )
       kept.append((trial._trial_id, (trial, run)))
     return kept
 
-  def _run_dir(self, run: sweep.Run) -> Path:
-    return study.run_dir(self.workdir, run)
-
-  def _train(self, kept: list[tuple[int, Any]], hb: Heartbeat) -> None:
+  def _train(self, kept: list[tuple[int, Any]]) -> None:
     by_run = {item[1].id: item for _, item in kept}
     runs = [run for _, (_, run) in kept]
     groups = sweep.group_by_shape(runs, self.data.num_inputs, self.data.num_classes)
@@ -630,7 +626,7 @@ class Worker:
       trial, _ = by_run[result["run"]]
       self._tell(trial, result)
       pending.pop(trial._trial_id, None)
-      hb.remove(trial._trial_id)
+      self.hb.remove(trial._trial_id)
 
     try:
       for group in groups:
@@ -647,7 +643,7 @@ class Worker:
     except BaseException:
       for trial_id in pending:
         _fail(self.st, trial_id, "error")
-        hb.remove(trial_id)
+        self.hb.remove(trial_id)
       raise
 
   def _tell(self, trial: optuna.Trial, result: dict) -> None:
@@ -695,13 +691,16 @@ def run_worker(
 
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  space_of(config)
+  space = space_of(config)  # validates the space before anything is created
   name = study_name or config.name
   st = open_study(config, name, open_storage(storage, workdir, config, log))
-  checkpoint.atomic_write_json(workdir / "config.json", checkpoint.to_jsonable(config.to_dict()))
+  checkpoint.atomic_write_json(workdir / "config.json", config.to_dict())
   tensorboard.write_hparams_config(
     workdir / "runs",
-    {k: None for k in sweep.hparams_of(sweep.Run("x", 0, apply(config, _any_params(config))))},
+    {
+      k: None
+      for k in sweep.hparams_of(sweep.Run("x", 0, apply(config, base_params(config, space))))
+    },
     list(study.METRIC_TAGS),
   )
   if data is None:
@@ -716,10 +715,6 @@ def run_worker(
   if outputs:
     write_outputs(config, st, workdir, log=log)
   return st
-
-
-def _any_params(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  return base_params(config, space_of(config))
 
 
 # ---------------------------------------------------------------------------------- outputs
@@ -796,7 +791,7 @@ def write_outputs(
     }
     _copy_best(best, workdir, log)
     _plots(st, workdir / "figures", log)
-  checkpoint.atomic_write_json(workdir / "summary.json", checkpoint.to_jsonable(summary))
+  checkpoint.atomic_write_json(workdir / "summary.json", summary)
   log(
     f"leaderboard: {workdir / 'leaderboard.md'}; figures: {workdir / 'figures'}; "
     f"best: {workdir / 'best'}"
@@ -808,14 +803,13 @@ def _copy_best(best: FrozenTrial, workdir: Path, log: Log) -> None:
   """Copy the best trial's run (model, eval reports) to ``workdir/best`` if it is on this disk."""
   src = Path(best.user_attrs.get("run_dir", ""))
   dst = workdir / "best"
+  pointer = {"trial": best.number, **best.user_attrs}
   if not (src / "result.json").exists():
     log(
       f"best trial {best.number} ran on {best.user_attrs.get('worker')} in {src}; copy that "
       "folder here (it is not on this machine's disk)"
     )
-    checkpoint.atomic_write_json(
-      workdir / "best.json", checkpoint.to_jsonable({"trial": best.number, **best.user_attrs})
-    )
+    checkpoint.atomic_write_json(workdir / "best.json", pointer)
     return
   marker = dst / "trial.json"
   if marker.exists() and json.loads(marker.read_text()).get("trial") == best.number:
@@ -825,18 +819,14 @@ def _copy_best(best: FrozenTrial, workdir: Path, log: Log) -> None:
   shutil.copytree(src, tmp)
   checkpoint.atomic_write_json(
     tmp / "trial.json",
-    checkpoint.to_jsonable(
-      {"trial": best.number, "val_acc": best.value, "params": best.params, **best.user_attrs}
-    ),
+    {"trial": best.number, "val_acc": best.value, "params": best.params, **best.user_attrs},
   )
   old = workdir / f".best-old-{os.getpid()}"
   if dst.exists():
     os.replace(dst, old)
   os.replace(tmp, dst)
   shutil.rmtree(old, ignore_errors=True)
-  checkpoint.atomic_write_json(
-    workdir / "best.json", checkpoint.to_jsonable({"trial": best.number, **best.user_attrs})
-  )
+  checkpoint.atomic_write_json(workdir / "best.json", pointer)
 
 
 def _plots(st: optuna.Study, out: Path, log: Log) -> None:
@@ -869,11 +859,7 @@ def _plots(st: optuna.Study, out: Path, log: Log) -> None:
       elif name == "parallel_coordinate":
         fig.set_size_inches(max(10, 1.6 * len(always)), 6)
       fig.tight_layout()
-      tmp = out / f".{name}-{os.getpid()}.png"
-      fig.savefig(tmp, dpi=100)
-      os.replace(tmp, out / f"{name}.png")
+      checkpoint.atomic_write(
+        out / f"{name}.png", lambda f, fig=fig: fig.savefig(f, format="png", dpi=100)
+      )
       plt.close(fig)
-
-
-def format_rate(rate: float | None) -> str:
-  return "n/a" if rate is None or math.isnan(rate) else f"{rate:.1f}"

@@ -35,6 +35,12 @@ class StudyError(Exception):
   """The workdir and the config disagree, or the config is malformed."""
 
 
+def vectorize_of(config: ml_collections.ConfigDict) -> bool:
+  """``config.vectorize``, or by default: vmapped populations on accelerators, one by one on CPU."""
+  vectorize = config.get("vectorize")
+  return jax.default_backend() != "cpu" if vectorize is None else bool(vectorize)
+
+
 def run_dir(workdir: Path, run: sweep.Run) -> Path:
   return Path(workdir) / "runs" / run.name / f"seed{run.seed}"
 
@@ -219,7 +225,7 @@ def _finish_run(run, spec, params, fit: train.FitResult, i: int, data: Dataset, 
     **({"train": evals["train"]} if "train" in evals else {}),
     "tests": {k: v for k, v in evals.items() if k not in ("val", "train")},
   }
-  checkpoint.atomic_write_json(rdir / "result.json", checkpoint.to_jsonable(result))
+  checkpoint.atomic_write_json(rdir / "result.json", result)
   return result
 
 
@@ -247,7 +253,7 @@ def run_study(
   for note in data.notes:
     log(note)
   sweep.group_by_shape(runs, data.num_inputs, data.num_classes)  # bad values fail before training
-  checkpoint.atomic_write_json(workdir / "config.json", checkpoint.to_jsonable(config.to_dict()))
+  checkpoint.atomic_write_json(workdir / "config.json", config.to_dict())
   hp = [sweep.hparams_of(r) for r in runs]
   tensorboard.write_hparams_config(
     workdir / "runs",
@@ -266,20 +272,14 @@ def run_study(
     log(f"resuming {workdir}: {len(results)} of {len(runs)} runs already finished, skipped")
   n_workers = workers.count(config, len(pending)) if data_given is None else 1
   if n_workers > 1:
-    rows = len(data.y_train)
-    queue = sorted(
-      pending, key=lambda r: -workers.estimated_seconds(r, rows, data.num_inputs, data.num_classes)
-    )
-    workers.run(workdir, queue, runs, n_workers, data_dir=data_dir, log=log)
+    workers.run(workdir, pending, n_workers, data=data, data_dir=data_dir, log=log)
     for run in pending:
       result = _load_finished(workdir, run)
       if result is None:
         raise StudyError(f"run {run.id} did not finish in a worker process; run again to resume")
       results[run.id] = result
   else:
-    vectorize = config.get("vectorize")
-    if vectorize is None:
-      vectorize = jax.default_backend() != "cpu"
+    vectorize = vectorize_of(config)
     for group in sweep.group_by_shape(pending, data.num_inputs, data.num_classes):
       for r in train_group(
         group, data, workdir, vectorize=vectorize, log=log, done=len(results), total=len(runs)

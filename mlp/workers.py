@@ -24,11 +24,13 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import ml_collections
 
 from mlp import checkpoint, sweep
+from mlp.data import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_OVERHEAD_S = 50e-6  # per minibatch step, measured on CPU (benchmarks/README.md)
@@ -89,22 +91,25 @@ def limit_xla_threads(cpu: int) -> None:
 
 def run(
   workdir: Path,
-  queue: list[sweep.Run],
-  all_runs: list[sweep.Run],
+  pending: list[sweep.Run],
   n: int,
   *,
+  data: Dataset,
   data_dir: str | None,
-  log,
+  log: Callable[[str], None],
 ) -> None:
-  """Train ``queue`` (in that order) with ``n`` worker processes; return when all have exited.
+  """Train ``pending`` with ``n`` worker processes, most expensive first; return when all exit.
 
+  ``data`` (the study's loaded Dataset) sizes the cost model; the workers load their own copy.
   The study's config must already be in ``workdir/config.json``. Raises WorkerError when a
   worker fails; on KeyboardInterrupt the workers are interrupted too and waited for.
   """
   workdir = Path(workdir)
-  position = {r.id: i for i, r in enumerate(all_runs)}
-  order = {"runs": [r.id for r in queue], "position": [position[r.id] for r in queue]}
-  checkpoint.atomic_write_json(workdir / "queue.json", {**order, "total": len(all_runs)})
+  rows = len(data.y_train)
+  queue = sorted(
+    pending, key=lambda r: -estimated_seconds(r, rows, data.num_inputs, data.num_classes)
+  )
+  checkpoint.atomic_write_json(workdir / "queue.json", {"runs": [r.id for r in queue]})
   shutil.rmtree(workdir / "claims", ignore_errors=True)
   (workdir / "claims").mkdir()
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
@@ -131,9 +136,6 @@ def run(
           continue
     raise
   failed = [(i, c) for i, c in enumerate(codes) if c != 0]
-  if not failed:
-    shutil.rmtree(workdir / "claims", ignore_errors=True)
-    (workdir / "queue.json").unlink(missing_ok=True)
   if failed:
     raise WorkerError(
       "worker process(es) failed: "
@@ -141,6 +143,8 @@ def run(
       + " (the error is printed above); finished runs are saved: fix it and run the same command "
       "with the same --workdir to resume, or set --config.workers=1 to train in one process"
     )
+  shutil.rmtree(workdir / "claims", ignore_errors=True)
+  (workdir / "queue.json").unlink(missing_ok=True)
 
 
 def _say(line: str) -> None:
@@ -171,27 +175,27 @@ def worker_main(argv: list[str] | None = None) -> None:
 
   workdir = Path(args.workdir)
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  queue = json.loads((workdir / "queue.json").read_text())
-  by_id = {r.id: r for r in sweep.expand(config)}
+  queue = json.loads((workdir / "queue.json").read_text())["runs"]
+  runs = sweep.expand(config)
+  index = {r.id: i for i, r in enumerate(runs)}  # progress shows [position in the study/total]
   data = data_lib.load(config.data, args.data_dir)
   parent = os.getppid()
   tag = f"[w{args.index}]"
-  vectorize = False  # one run at a time: the CPU path
-  for k, (run_id, pos) in enumerate(zip(queue["runs"], queue["position"], strict=True)):
+  for k, run_id in enumerate(queue):
     if os.getppid() != parent:
       return  # the parent study died: stop taking work
     if not _claim(workdir, k):
       continue
-    run_ = by_id[run_id]
+    run_ = runs[index[run_id]]
     group = sweep.group_by_shape([run_], data.num_inputs, data.num_classes)[0]
     study.train_group(
       group,
       data,
       workdir,
-      vectorize=vectorize,
+      vectorize=False,  # one run at a time: the CPU path
       log=lambda s: _say(f"{tag} {s}"),
-      done=pos,
-      total=queue["total"],
+      done=index[run_id],
+      total=len(runs),
     )
 
 

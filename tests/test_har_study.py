@@ -179,7 +179,8 @@ def test_worker_failure_is_reported(har_dir, tmp_path):
   checkpoint.atomic_write_json(tmp_path / "config.json", checkpoint.to_jsonable(cfg.to_dict()))
   bogus = sweep.Run("no_such_run", 0, cfg)  # not in the config: the worker fails to find it
   with pytest.raises(workers.WorkerError, match="worker 0 exit code"):
-    workers.run(tmp_path, [bogus], [bogus], 1, data_dir=str(har_dir), log=lambda s: None)
+    data = data_lib.load(cfg.data, str(har_dir))
+    workers.run(tmp_path, [bogus], 1, data=data, data_dir=str(har_dir), log=lambda s: None)
 
 
 def test_thread_limit_refuses_an_initialised_backend():
