@@ -70,16 +70,14 @@ def _init(sizes: Sequence[int], seed: int) -> list[tuple[np.ndarray, np.ndarray]
 # ------------------------------------------------------------------------------------- ours
 
 
-def ours(x, y, sizes, batch_size, softmax_grad: str = "fused", unroll: int = 1) -> Runner:
+def ours(x, y, sizes, batch_size, softmax_grad: str = "fused") -> Runner:
   """This project's jitted epoch: ``train.population_epoch`` with a population of one."""
   import jax
   import jax.numpy as jnp
 
   from mlp import optim, train
 
-  spec = train.Spec(
-    sizes=tuple(sizes), batch_size=batch_size, softmax_grad=softmax_grad, unroll=unroll
-  )
+  spec = train.Spec(sizes=tuple(sizes), batch_size=batch_size, softmax_grad=softmax_grad)
   hyper = train.make_hyper(
     learning_rate=LEARNING_RATE, momentum=MOMENTUM, dropout=[0.0] * (len(sizes) - 1)
   )

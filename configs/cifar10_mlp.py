@@ -31,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.data_dir = ""  # empty: --data_dir flag, else $MLP_DATA_DIR, else cache/download
   c.data.val_fraction = 0.1
   c.data.split_seed = 0
-  c.data.preprocess = "standardize"  # raw | scale | center | standardize
+  c.data.preprocess = "standardize"  # raw | scale | center | per_image | standardize
   c.data.limit_train = 0  # 0: all training images
 
   c.model = ml_collections.ConfigDict()

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlp import checkpoint, train
+from mlp import checkpoint, model, train
+from mlp import data as data_lib
 from mlp.checkpoint import CheckpointError
 from mlp.data import DataError, preprocess
 
@@ -72,7 +73,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
       f"{where} lacks the metadata needed for inference ({type(e).__name__}: {e}); "
       "was it saved by mlp.study?"
     ) from e
-  sizes = (m.params[0].w.shape[0],) + tuple(layer.w.shape[1] for layer in m.params)
+  sizes = model.sizes_of(m.params)
   if int(np.prod(input_shape)) != sizes[0]:
     raise CheckpointError(f"{where}: input_shape {input_shape} does not match {sizes[0]} inputs")
   if len(class_names) != sizes[-1]:
@@ -135,8 +136,6 @@ def probabilities(lm: LoadedModel, x: np.ndarray) -> np.ndarray:
   x = np.asarray(x, np.float32)
   if x.ndim != 2 or x.shape[1] != lm.spec.sizes[0]:
     raise ValueError(f"inputs have shape {x.shape}, the model takes (n, {lm.spec.sizes[0]})")
-  if len(x) == 0:
-    return np.zeros((0, lm.spec.sizes[-1]), np.float32)
   return np.exp(train.log_probs(lm.spec, lm.model.params, lm.hyper, x))
 
 
@@ -161,8 +160,6 @@ def split_data(
   statistics (never refitted); "train" is the training split without added mirror images.
   ``data_dir`` overrides the config's data folder.
   """
-  from mlp import data as data_lib
-
   cfg = lm.data_config
   if cfg.get("name") != lm.dataset:
     raise CheckpointError(
@@ -171,14 +168,12 @@ def split_data(
   names = split_names(lm)
   if split not in names:
     raise ValueError(f"{lm.dataset} has no split {split!r}; choose one of {', '.join(names)}")
-  if lm.dataset not in data_lib.IMAGE_NAMES:
-    d = data_lib.load(cfg, data_dir)
+  image = lm.dataset in data_lib.IMAGE_NAMES
+  d = (data_lib.load_images if image else data_lib.load)(cfg, data_dir)
+  x, y = {"train": (d.x_train, d.y_train), "val": (d.x_val, d.y_val), **d.tests}[split]
+  if not image:
     checkpoint.check_compatible(lm.model, dataset=d.name, input_dim=d.num_inputs)
-    pairs = {"train": (d.x_train, d.y_train), "val": (d.x_val, d.y_val), **d.tests}
-    return pairs[split]
-  d = data_lib.load_images(cfg, data_dir)
-  pairs = {"train": (d.x_train, d.y_train), "val": (d.x_val, d.y_val), **d.tests}
-  x, y = pairs[split]
+    return x, y
   if tuple(d.class_names) != lm.class_names:
     raise DataError(
       f"the {lm.dataset} data found has classes {d.class_names}, the model {lm.class_names}"

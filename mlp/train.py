@@ -376,5 +376,7 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
 
 def log_probs(spec: Spec, params: model.Params, hyper: Hyper, x: np.ndarray, dtype=jnp.float32):
   """(N, C) log-probabilities of one trained run (no population axis) on x."""
+  if len(x) == 0:
+    return np.zeros((0, spec.sizes[-1]), np.float32)
   one = jax.tree.map(lambda a: jnp.asarray(a)[None], (params, hyper))
   return np.asarray(population_log_probs(spec, *one, jnp.asarray(x, dtype))[0])

@@ -87,7 +87,8 @@ def load(cfg: Mapping, data_dir: str | None = None) -> Dataset:
     )
   if name in IMAGE_NAMES:
     d = load_images(cfg, data_dir)
-    if cfg.get("flip_train", False):  # add the horizontal mirror image of every training image
+    flip = bool(cfg.get("flip_train", False))
+    if flip:  # add the horizontal mirror image of every training image
       d = dataclasses.replace(
         d,
         x_train=np.concatenate([d.x_train, d.x_train[:, :, ::-1]]),
@@ -108,7 +109,7 @@ def load(cfg: Mapping, data_dir: str | None = None) -> Dataset:
       preprocess=stats,
       notes=(
         f"{name}: {len(d.y_train)} train"
-        + (" (with mirror images)" if cfg.get("flip_train", False) else "")
+        + (" (with mirror images)" if flip else "")
         + f" / {len(d.y_val)} val (stratified, "
         f"{cfg['val_fraction']:.0%} of the training split) / "
         + ", ".join(f"{k} {len(y)}" for k, (_, y) in d.tests.items())

@@ -53,13 +53,14 @@ def fit(x_train: np.ndarray, kind: str) -> dict[str, np.ndarray]:
     raise ValueError("cannot fit preprocessing statistics on an empty training set")
   flat = x.reshape(n, -1)
   total = np.zeros(flat.shape[1], np.float64)
-  total_sq = np.zeros(flat.shape[1], np.float64)
+  total_sq = np.zeros(flat.shape[1], np.float64)  # only standardize needs it
   for i in range(0, n, _CHUNK):
     chunk = flat[i : i + _CHUNK].astype(np.float64) / 255.0
     if kind == "per_image":
       chunk = _per_image(chunk)
     total += chunk.sum(0)
-    total_sq += (chunk * chunk).sum(0)
+    if kind == "standardize":
+      total_sq += (chunk * chunk).sum(0)
   if kind in ("center", "per_image"):
     stats["mean"] = (total / n).astype(np.float32)
     return stats
