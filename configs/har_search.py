@@ -21,6 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.data_dir = ""
   c.data.val_subjects = 3  # validation = this many training subjects (subject-disjoint)
   c.data.split_seed = 0
+  c.data.subject_norm = "standardize"  # as configs/har.py: per-subject feature standardisation
 
   c.report.title = "UCI HAR hyperparameter search"
   c.report.test_split = "test"

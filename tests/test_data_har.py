@@ -64,6 +64,53 @@ def test_partial_test_counts_as_absent(tmp_path):
   assert "incomplete" in d.split_note and "y_test.txt" in d.split_note
 
 
+def test_normalize_by_subject_uses_each_subjects_own_statistics():
+  rng = np.random.default_rng(0)
+  subjects = np.repeat([3, 7, 11], [5, 8, 6])
+  x = rng.normal(size=(19, 4)) * [1.0, 2.0, 0.5, 3.0] + [0.0, 5.0, -1.0, 2.0]
+  x[:, 1] += subjects  # a per-subject offset, as between two people
+  x[subjects == 7, 2] = 0.25  # a feature that is constant within one subject
+  z = har.normalize_by_subject(x, subjects, "standardize")
+  c = har.normalize_by_subject(x, subjects, "center")
+  assert z.dtype == np.float32 and np.isfinite(z).all()
+  for s in (3, 7, 11):
+    rows = subjects == s
+    np.testing.assert_allclose(z[rows].mean(0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(c[rows].mean(0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(c[rows].std(0), x[rows].std(0), rtol=1e-5)
+    expect = np.where(np.ptp(x[rows], axis=0) > 0, 1.0, 0.0)  # constant: centred to 0 only
+    np.testing.assert_allclose(z[rows].std(0), expect, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+      z[rows], (x[rows] - x[rows].mean(0)) / np.where(expect > 0, x[rows].std(0), 1), rtol=1e-5
+    )
+  # a subject's rows depend on that subject alone
+  x2 = x.copy()
+  x2[subjects == 3] *= 10.0
+  z2 = har.normalize_by_subject(x2, subjects, "standardize")
+  np.testing.assert_array_equal(z2[subjects != 3], z[subjects != 3])
+  np.testing.assert_array_equal(har.normalize_by_subject(x, subjects, "none"), x.astype(np.float32))
+  with pytest.raises(ValueError, match="one of"):
+    har.normalize_by_subject(x, subjects, "zscore")
+  with pytest.raises(ValueError, match="subjects"):
+    har.normalize_by_subject(x, subjects[:-1], "center")
+
+
+@pytest.mark.parametrize("with_test", [False, True])
+def test_load_normalizes_every_split_per_subject(tmp_path, with_test):
+  write_fake_har(tmp_path, with_test=with_test, rows_per_subject=12)
+  raw = har.load(str(tmp_path), val_subjects=2)
+  d = har.load(str(tmp_path), val_subjects=2, subject_norm="standardize")
+  assert "standardised per subject" in d.split_note and "per subject" not in raw.split_note
+  for split in ("train", "val", "test"):
+    x, s, x_raw = (getattr(o, f"{k}_{split}") for o, k in ((d, "x"), (d, "s"), (raw, "x")))
+    assert len(np.unique(s)) >= 2
+    np.testing.assert_allclose(x, har.normalize_by_subject(x_raw, s, "standardize"), atol=1e-6)
+    for subject in np.unique(s):
+      np.testing.assert_allclose(x[s == subject].mean(0), 0.0, atol=1e-5)
+  with pytest.raises(ValueError, match="subject_norm"):
+    har.load(str(tmp_path), subject_norm="per-person")
+
+
 def test_split_is_deterministic(tmp_path):
   write_fake_har(tmp_path, subjects=(1, 3, 5, 6, 7, 8, 10, 11, 25))
   a = har.load(str(tmp_path), seed=3)

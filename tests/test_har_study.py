@@ -296,6 +296,15 @@ def test_cli_runs_quick_config_and_rejects_unknown_field(har_dir, tmp_path):
   assert missing.returncode == 2
   assert "nowhere" in missing.stderr and "Traceback" not in missing.stderr
   assert not (tmp_path / "never").exists()  # nothing is created before the data loads
+  bad_norm = run_cli(
+    "--config=configs/har.py:quick",
+    "--config.data.subject_norm=zscore",
+    f"--workdir={tmp_path / 'never'}",
+    env={"MLP_DATA_DIR": str(har_dir)},
+  )
+  assert bad_norm.returncode == 2 and "Traceback" not in bad_norm.stderr
+  assert "data.subject_norm" in bad_norm.stderr and "standardize" in bad_norm.stderr
+  assert not (tmp_path / "never").exists()
   ok = run_cli(
     "--config=configs/har.py:quick",
     "--config.train.max_epochs=1",

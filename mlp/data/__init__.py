@@ -71,7 +71,18 @@ def load(cfg: Mapping, data_dir: str | None = None) -> Dataset:
   if name == "har":
     from mlp.data import har
 
-    d = har.load(data_dir, val_subjects=int(cfg["val_subjects"]), seed=int(cfg["split_seed"]))
+    norm = str(cfg.get("subject_norm", "none"))
+    if norm not in har.SUBJECT_NORMS:
+      raise ValueError(
+        f"config field data.subject_norm must be one of {', '.join(har.SUBJECT_NORMS)}, "
+        f"got {norm!r}"
+      )
+    d = har.load(
+      data_dir,
+      val_subjects=int(cfg["val_subjects"]),
+      seed=int(cfg["split_seed"]),
+      subject_norm=norm,
+    )
     tests = {"test": (d.x_test, d.y_test)}
     return Dataset(
       name="har",
