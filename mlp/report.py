@@ -9,6 +9,7 @@ import csv
 import io
 import math
 import os
+import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -94,6 +95,14 @@ def _md_cell(v: Any, spec: str | None = None) -> str:
 def _is_number(v: Any) -> bool:
   v = _scalar(v)
   return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+_MEAN_STD = re.compile(r"[-+]?[\d.]+(e[-+]?\d+)? ± [\d.]+(e[-+]?\d+)?")
+
+
+def _is_numeric_cell(v: Any) -> bool:
+  """A number, or a ``"mean ± std"`` string: cells that read best right-aligned."""
+  return _is_number(v) or (isinstance(v, str) and _MEAN_STD.fullmatch(v) is not None)
 
 
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
@@ -349,8 +358,8 @@ def write_table(
   if md_path is not None:
     cells = [[_md_cell(row.get(k), formats.get(k)) for k in keys] for row in rows]
     right = [
-      any(_is_number(row.get(k)) for row in rows)
-      and all(_is_number(row.get(k)) or row.get(k) is None for row in rows)
+      any(_is_numeric_cell(row.get(k)) for row in rows)
+      and all(_is_numeric_cell(row.get(k)) or row.get(k) is None for row in rows)
       for k in keys
     ]
     md = [f"# {title}", ""] if title else []

@@ -139,6 +139,16 @@ def test_evaluation_report_rejects_bad_shapes(tmp_path):
     evaluation_report(tmp_path, [0, 1], np.ones((2, 4)), NAMES, title="x")
 
 
+def test_write_table_right_aligns_mean_std_columns(tmp_path):
+  rows = [
+    {"run": "a", "epochs": "51.0 ± 0.0", "top1": "0.9526 ± 0.0007", "status": "ok"},
+    {"run": "b", "epochs": "67.3 ± 23.1", "top1": "1.2e-05 ± 3e-06", "status": "ok"},
+  ]
+  columns = [("run", "Run"), ("epochs", "Epoch"), ("top1", "Top-1"), ("status", "Status")]
+  write_table(rows, columns, None, tmp_path / "t.md")
+  assert "|:---|---:|---:|:---|" in (tmp_path / "t.md").read_text(encoding="utf-8").splitlines()
+
+
 def test_write_table_round_trip(tmp_path):
   rows = [
     {"model": "mlp-a", "acc": 0.951234567891, "lr": 1e-5, "epochs": 30, "ci": "0.951 ± 0.004"},
