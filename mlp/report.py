@@ -97,7 +97,7 @@ def _is_number(v: Any) -> bool:
   return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-_MEAN_STD = re.compile(r"[-+]?[\d.]+(e[-+]?\d+)? ± [\d.]+(e[-+]?\d+)?")
+_MEAN_STD = re.compile(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)? ± \d+(\.\d+)?(e[-+]?\d+)?")
 
 
 def _is_numeric_cell(v: Any) -> bool:

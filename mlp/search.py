@@ -434,10 +434,13 @@ def _finished(t: FrozenTrial, count_failed: bool) -> bool:
 
 
 def _fingerprint(config: ml_collections.ConfigDict) -> dict:
+  """What must match for trials of a resumed study to be comparable: data, space, strategy."""
   s = config.search
+  data = {k: v for k, v in config.data.to_dict().items() if k != "data_dir"}  # where, not what
   return checkpoint.to_jsonable(
     {
       "data": config.data.name,
+      "data_config": data,
       "strategy": s.strategy,
       "space": s.space.to_dict(),
       "order": list(s.order) if s.strategy == "sequential" else None,
@@ -463,8 +466,10 @@ def open_study(
   if saved is None:
     st.set_user_attr("search", mine)
     st.set_user_attr("config", checkpoint.to_jsonable(config.to_dict()))
-  elif any(mine[k] != saved.get(k) for k in mine):
-    diff = sorted(k for k in mine if mine[k] != saved.get(k))
+    return st
+  # A key the saved fingerprint lacks was added after that study was created: not compared.
+  diff = sorted(k for k in mine if k in saved and mine[k] != saved[k])
+  if diff:
     raise SearchError(
       f"study {name!r} was created with a different search ({', '.join(diff)} differ); use the "
       "same config, or a new --study name"

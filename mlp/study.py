@@ -46,6 +46,8 @@ def run_dir(workdir: Path, run: sweep.Run) -> Path:
 
 
 EXECUTION_FIELDS = ("workers", "vectorize")  # how runs are executed, not what they compute
+# Config fields added after runs may have been saved, with the value those runs were trained with.
+ADDED_FIELDS = {("data", "subject_norm"): "none"}
 
 
 def _run_config_json(run: sweep.Run) -> dict:
@@ -63,6 +65,9 @@ def _load_finished(workdir: Path, run: sweep.Run) -> dict | None:
     return None
   result = json.loads(path.read_text())
   saved = result.get("config")
+  for (section, field), value in ADDED_FIELDS.items():
+    if isinstance(saved, dict) and isinstance(saved.get(section), dict):
+      saved[section].setdefault(field, value)
   if saved != _run_config_json(run):
     raise StudyError(
       f"{path} was trained with a different config than the current one for run {run.id}; "

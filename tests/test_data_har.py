@@ -44,6 +44,14 @@ def test_labels_shifted_to_zero_based(tmp_path):
   x_file = np.loadtxt(root / "train/X_train.txt")
   np.testing.assert_allclose(np.concatenate([d.x_train, d.x_test]), x_file, rtol=1e-6)
   assert d.x_val.shape == (0, 561) and "no val" in d.split_note
+  z = har.load(str(tmp_path), val_subjects=0, subject_norm="standardize")
+  assert z.x_val.shape == (0, 561)
+  np.testing.assert_allclose(
+    z.x_train, har.normalize_by_subject(d.x_train, d.s_train, "standardize"), atol=1e-6
+  )
+  np.testing.assert_allclose(
+    z.x_test, har.normalize_by_subject(d.x_test, d.s_test, "standardize"), atol=1e-6
+  )
 
 
 def test_official_test_path(tmp_path):

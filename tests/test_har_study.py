@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import har as har_config
-from mlp import checkpoint, study, sweep, tensorboard, train, workers
+from mlp import checkpoint, inference, study, sweep, tensorboard, train, workers
 from mlp import data as data_lib
 from tests.data_fixtures import write_fake_har
 
@@ -215,6 +216,36 @@ def test_changed_config_on_same_workdir_is_refused(finished, har_dir):
   cfg = quick_config(l2=0.5)
   with pytest.raises(study.StudyError, match="different config"):
     study.run_study(cfg, workdir, data_dir=str(har_dir), log=lambda s: None)
+
+
+def test_runs_saved_before_subject_norm_existed_resume_as_none(finished, har_dir, tmp_path):
+  _, src, _, _ = finished
+  workdir = tmp_path / "old"
+  shutil.copytree(src, workdir)
+  for path in workdir.glob("runs/*/*/result.json"):
+    result = json.loads(path.read_text())
+    del result["config"]["data"]["subject_norm"]  # as written before the field was added
+    path.write_text(json.dumps(result))
+  cfg = quick_config()
+  with pytest.raises(study.StudyError, match="different config"):
+    study.run_study(cfg, workdir, data_dir=str(har_dir), log=lambda s: None)
+  cfg.data.subject_norm = "none"  # what those runs were trained with
+  lines = []
+  study.run_study(cfg, workdir, data_dir=str(har_dir), log=lines.append)
+  assert any("9 of 9 runs already finished" in line for line in lines)
+
+
+def test_inference_matches_the_study(finished, har_dir):
+  cfg, workdir, results, _ = finished
+  run = sweep.expand(cfg)[0]
+  lm = inference.load_model(study.run_dir(workdir, run))
+  x, y = inference.split_data(lm, "test", str(har_dir))
+  # The saved config's per-subject standardisation is applied, not the raw features.
+  raw = data_lib.load({**cfg.data.to_dict(), "subject_norm": "none"}, str(har_dir)).tests["test"]
+  assert np.array_equal(y, raw[1]) and not np.allclose(x, raw[0])
+  probs = inference.probabilities(lm, x)
+  acc = float(np.mean(probs.argmax(1) == y))
+  assert acc == pytest.approx(results[0]["tests"]["test"]["topk"][0])
 
 
 def test_diverged_run_is_marked_and_the_study_goes_on(har_dir, tmp_path):

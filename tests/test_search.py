@@ -226,6 +226,13 @@ def test_tpe_search_reaches_budget_and_rejects_a_changed_space(fer_dir, tmp_path
   cfg.search.space.width.low = 8
   with pytest.raises(search.SearchError, match="space"):
     search.run_worker(cfg, tmp_path, data=data, log=lambda s: None)
+  # Trials on differently prepared data are not comparable either; where the data live is free.
+  cfg.search.space.width.low = 16
+  cfg.data.data_dir = str(tmp_path / "elsewhere")
+  search.open_study(cfg, cfg.name, search.open_storage(None, tmp_path, cfg, lambda s: None))
+  cfg.data.preprocess = "center"
+  with pytest.raises(search.SearchError, match="data_config"):
+    search.run_worker(cfg, tmp_path, data=data, log=lambda s: None)
 
 
 def test_space_errors_are_readable():

@@ -71,6 +71,7 @@ def load(cfg: Mapping, data_dir: str | None = None) -> Dataset:
   if name == "har":
     from mlp.data import har
 
+    # Absent in configs saved before the field existed; those models were trained on raw features.
     norm = str(cfg.get("subject_norm", "none"))
     if norm not in har.SUBJECT_NORMS:
       raise ValueError(

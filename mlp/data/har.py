@@ -316,6 +316,7 @@ def normalize_by_subject(x: np.ndarray, subjects: np.ndarray, kind: str) -> np.n
       center:      x_i <- x_i - mu_s
       standardize: x_i <- (x_i - mu_s) / sigma_s     (sigma_s = 0: the feature is only centred)
       none:        x_i unchanged
+  A subject with a single row therefore becomes all zeros under center and standardize.
   The statistics use the subject's features only, never labels. This removes between-person
   offsets and scales (body, gait, how the phone sits on the waist), which are what an MLP trained
   on a dozen people fails to generalise across. The price: a new person needs a recording of
@@ -323,13 +324,13 @@ def normalize_by_subject(x: np.ndarray, subjects: np.ndarray, kind: str) -> np.n
   Computed in float64; returns float32.
   """
   if kind not in SUBJECT_NORMS:
-    raise ValueError(f"subject normalisation must be one of {SUBJECT_NORMS}, got {kind!r}")
+    raise ValueError(f"subject_norm must be one of {', '.join(SUBJECT_NORMS)}, got {kind!r}")
   x = np.asarray(x)
   subjects = np.asarray(subjects)
   if x.ndim != 2 or subjects.shape != x.shape[:1]:
     raise ValueError(f"expected x (n, d) and subjects (n,), got {x.shape} and {subjects.shape}")
   if kind == "none":
-    return x.astype(np.float32)
+    return x.astype(np.float32, copy=False)
   out = np.empty(x.shape, np.float32)
   for s in np.unique(subjects):
     rows = subjects == s
@@ -376,10 +377,8 @@ def load(
   """
   if val_subjects < 0:
     raise ValueError(f"val_subjects must be >= 0, got {val_subjects}")
-  if subject_norm not in SUBJECT_NORMS:
-    raise ValueError(
-      f"subject_norm must be one of {', '.join(SUBJECT_NORMS)}, got {subject_norm!r}"
-    )
+  if subject_norm not in SUBJECT_NORMS:  # checked before the slow parse
+    normalize_by_subject(np.zeros((0, 0)), np.zeros(0), subject_norm)
   root = find_root(data_dir, download=download)
   a = load_arrays(root)
   x, y, s = a["x_train"], a["y_train"], a["s_train"]
@@ -430,11 +429,11 @@ def load(
   else:
     val_note = "no val split"
   train_note = f"train = {len(np.unique(s[train]))} subjects ({int(train.sum())} rows)"
-  if subject_norm != "none":
-    train_note += (
-      f"; {_NORM_NOTES[subject_norm]} (each subject's own mean"
-      + (" and std" if subject_norm == "standardize" else "")
-      + " over all its rows, labels unused)"
+  notes = [test_note, val_note, train_note]
+  if subject_norm != "none":  # every split, the test subjects' with their own rows' statistics
+    stats = "mean and std" if subject_norm == "standardize" else "mean"
+    notes.append(
+      f"{_NORM_NOTES[subject_norm]} (each subject's own {stats} over all its rows, labels unused)"
     )
   return HarData(
     x_train=x[train],
@@ -449,5 +448,5 @@ def load(
     class_names=tuple(str(c) for c in a["class_names"]),
     feature_names=tuple(str(f) for f in a["feature_names"]),
     test_source=test_source,
-    split_note=f"{test_note}; {val_note}; {train_note}.",
+    split_note="; ".join(notes) + ".",
   )
