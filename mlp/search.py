@@ -439,7 +439,7 @@ def _fingerprint(config: ml_collections.ConfigDict) -> dict:
   data = {k: v for k, v in config.data.to_dict().items() if k != "data_dir"}  # where, not what
   return checkpoint.to_jsonable(
     {
-      "data": config.data.name,
+      "data": config.data.name,  # all that studies created before "data_config" hold
       "data_config": data,
       "strategy": s.strategy,
       "space": s.space.to_dict(),

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from mlp import checkpoint, metrics, report, sweep, tensorboard, train, workers
+from mlp import data as data_lib
 from mlp.data import Dataset
 
 Log = Callable[[str], None]
@@ -46,8 +47,6 @@ def run_dir(workdir: Path, run: sweep.Run) -> Path:
 
 
 EXECUTION_FIELDS = ("workers", "vectorize")  # how runs are executed, not what they compute
-# Config fields added after runs may have been saved, with the value those runs were trained with.
-ADDED_FIELDS = {("data", "subject_norm"): "none"}
 
 
 def _run_config_json(run: sweep.Run) -> dict:
@@ -65,9 +64,8 @@ def _load_finished(workdir: Path, run: sweep.Run) -> dict | None:
     return None
   result = json.loads(path.read_text())
   saved = result.get("config")
-  for (section, field), value in ADDED_FIELDS.items():
-    if isinstance(saved, dict) and isinstance(saved.get(section), dict):
-      saved[section].setdefault(field, value)
+  if isinstance(saved, dict) and isinstance(saved.get("data"), dict):
+    saved["data"] = data_lib.with_added_fields(saved["data"])  # saved before those fields existed
   if saved != _run_config_json(run):
     raise StudyError(
       f"{path} was trained with a different config than the current one for run {run.id}; "
@@ -247,8 +245,6 @@ def run_study(
   With ``config.workers`` != 1 on CPU the runs are trained in worker processes (mlp.workers);
   a ``data`` object given here keeps training in this process (workers load from ``data_dir``).
   """
-  from mlp import data as data_lib
-
   workdir = Path(workdir)
   runs = sweep.expand(config)
   data_given = data

@@ -60,6 +60,16 @@ def load_images(cfg: Mapping, data_dir: str | None = None) -> ImageData:
   return fer2013.load(data_dir, **kwargs)
 
 
+# Data config fields added after configs were saved with models and runs, per data set, with the
+# value an older config (which lacks them) was trained with.
+_ADDED_FIELDS = {"har": {"subject_norm": "none"}}
+
+
+def with_added_fields(cfg: Mapping) -> dict:
+  """A data config with the fields added since it may have been saved, at their implied values."""
+  return {**_ADDED_FIELDS.get(cfg["name"], {}), **dict(cfg.items())}
+
+
 def load(cfg: Mapping, data_dir: str | None = None) -> Dataset:
   """Load the data set named by ``cfg["name"]`` with the split and preprocessing options in ``cfg``.
 
@@ -71,13 +81,8 @@ def load(cfg: Mapping, data_dir: str | None = None) -> Dataset:
   if name == "har":
     from mlp.data import har
 
-    # Absent in configs saved before the field existed; those models were trained on raw features.
-    norm = str(cfg.get("subject_norm", "none"))
-    if norm not in har.SUBJECT_NORMS:
-      raise ValueError(
-        f"config field data.subject_norm must be one of {', '.join(har.SUBJECT_NORMS)}, "
-        f"got {norm!r}"
-      )
+    norm = str(with_added_fields(cfg)["subject_norm"])
+    har.check_subject_norm(norm, "config field data.subject_norm")
     d = har.load(
       data_dir,
       val_subjects=int(cfg["val_subjects"]),

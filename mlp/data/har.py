@@ -53,6 +53,12 @@ META_FILES = ("features.txt", "activity_labels.txt")
 SUBJECT_NORMS = ("none", "center", "standardize")
 
 
+def check_subject_norm(kind: str, field: str = "subject_norm") -> None:
+  """ValueError naming ``field`` unless ``kind`` is one of :data:`SUBJECT_NORMS`."""
+  if kind not in SUBJECT_NORMS:
+    raise ValueError(f"{field} must be one of {', '.join(SUBJECT_NORMS)}, got {kind!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class HarData:
   """HAR splits: x float32 (n, 561), y int32 labels 0..5, s int32 subject ids."""
@@ -323,8 +329,7 @@ def normalize_by_subject(x: np.ndarray, subjects: np.ndarray, kind: str) -> np.n
   their own (ideally with the usual mix of activities) before their rows can be classified.
   Computed in float64; returns float32.
   """
-  if kind not in SUBJECT_NORMS:
-    raise ValueError(f"subject_norm must be one of {', '.join(SUBJECT_NORMS)}, got {kind!r}")
+  check_subject_norm(kind)
   x = np.asarray(x)
   subjects = np.asarray(subjects)
   if x.ndim != 2 or subjects.shape != x.shape[:1]:
@@ -377,8 +382,7 @@ def load(
   """
   if val_subjects < 0:
     raise ValueError(f"val_subjects must be >= 0, got {val_subjects}")
-  if subject_norm not in SUBJECT_NORMS:  # checked before the slow parse
-    normalize_by_subject(np.zeros((0, 0)), np.zeros(0), subject_norm)
+  check_subject_norm(subject_norm)  # before the slow parse
   root = find_root(data_dir, download=download)
   a = load_arrays(root)
   x, y, s = a["x_train"], a["y_train"], a["s_train"]
