@@ -1,4 +1,4 @@
-"""Time one training epoch on HAR-shaped data: this project vs numpy, scikit-learn and PyTorch.
+"""Time one training epoch on HAR-shaped data: this project vs jax.grad, numpy, sklearn, PyTorch.
 
     python -m benchmarks.har_speed [--repeats 5] [--quick] [--markdown] [--data_dir DIR]
 
@@ -6,7 +6,9 @@ Data: synthetic (7352 x 561, 6 classes) unless ``--data_dir`` or $MLP_DATA_DIR p
 (its train split is used). For hidden sizes (300, 100) and (300, 200) and batch sizes 1 and 50, each
 implementation trains epochs with SGD + momentum 0.09; the table gives the median epoch time after a
 warm-up epoch, microseconds per minibatch step, each one's time relative to ours, achieved matmul
-GFLOP/s and that as a fraction of the float32 matmul peak measured in the same run.
+GFLOP/s and that as a fraction of the float32 matmul peak measured in the same run. The jax.grad
+row is our jitted epoch with the gradients from ``jax.grad`` of ``model.loss`` instead of the
+hand-written ``model.backward`` (benchmarks/autodiff.py): its "x ours" is autodiff / hand-written.
 Peers that are not installed (requirements-bench.txt) are skipped with a message.
 """
 
@@ -169,14 +171,10 @@ def render(rows: list[dict], info: dict, markdown: bool) -> str:
     f"float32 matmul peak (numpy 2048^2, {info['blas']}): {info['peak']:.1f} GFLOP/s.",
     "ours-1t: ours with XLA's CPU thread pool limited to one thread, as each of the HAR "
     "study's worker processes trains (one per core, mlp/workers.py).",
+    "jax.grad: ours with the gradients from jax.grad of model.loss instead of the hand-written "
+    "backward pass (same jitted scan, shuffling and heavy-ball update; benchmarks/autodiff.py).",
   ]
-  if markdown:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join(lines + [""] + notes)
-  widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(head)]
-  fmt = "  ".join(f"{{:>{w}}}" for w in widths)
-  return "\n".join([fmt.format(*head)] + [fmt.format(*r) for r in body] + notes)
+  return peers.format_table(head, body, notes, markdown)
 
 
 def main(argv=None) -> None:
@@ -189,7 +187,9 @@ def main(argv=None) -> None:
     "--clock", default="wall", choices=("wall", "process"), help="elapsed or CPU time"
   )
   parser.add_argument(
-    "--only", default="", help="comma-separated subset of ours,ours-1t,numpy,sklearn,torch"
+    "--only",
+    default="",
+    help="comma-separated subset of ours,ours-1t,jax.grad,numpy,sklearn,torch",
   )
   parser.add_argument("--softmax_grad", default="fused", choices=("fused", "jacobian"))
   parser.add_argument("--worker", default="", help=argparse.SUPPRESS)  # impl:hidden:batch

@@ -1,9 +1,10 @@
-"""One training epoch of the same MLP in four implementations, for benchmarks/har_speed.py.
+"""One training epoch of the same MLP in five implementations, for benchmarks/har_speed.py.
 
 Each runner is built once per (hidden sizes, batch size) and then called as ``run()`` to train one
 epoch in place (weights keep changing between calls, as in real training). Every runner does the
 same work: shuffled minibatches of ReLU hidden layers, a softmax output, mean NLL, plain
-backprop, and heavy-ball momentum with no weight decay, all in float32.
+backprop, and heavy-ball momentum with no weight decay, all in float32. ``jax.grad`` is our
+epoch with the hand-written backward pass replaced by autodiff (benchmarks/autodiff.py).
 """
 
 from __future__ import annotations
@@ -70,34 +71,67 @@ def _init(sizes: Sequence[int], seed: int) -> list[tuple[np.ndarray, np.ndarray]
 # ------------------------------------------------------------------------------------- ours
 
 
-def ours(x, y, sizes, batch_size, softmax_grad: str = "fused") -> Runner:
-  """This project's jitted epoch: ``train.population_epoch`` with a population of one."""
+def epoch_runner(spec, hyper, x, y, autodiff: bool = False) -> Runner:
+  """One call = one jitted epoch of a population of one over (x, y): ``train.population_epoch``,
+  or with ``autodiff`` the same program with jax.grad gradients (benchmarks/autodiff.py)."""
   import jax
   import jax.numpy as jnp
 
+  from benchmarks import autodiff as autodiff_epoch
   from mlp import optim, train
 
-  spec = train.Spec(sizes=tuple(sizes), batch_size=batch_size, softmax_grad=softmax_grad)
-  hyper = train.make_hyper(
-    learning_rate=LEARNING_RATE, momentum=MOMENTUM, dropout=[0.0] * (len(sizes) - 1)
-  )
   hyper = jax.tree.map(jnp.asarray, train.stack([hyper]))
   keys = jax.random.split(jax.random.key(0), 1)
-  params = train._init_population(spec.sizes, keys, jnp.float32)
-  state = {"params": params, "opt": jax.vmap(optim.init_state)(params), "epoch": 0}
+  params, net_state = train._init_population(spec.net, keys, jnp.float32)
+  carry = {"params": params, "state": net_state, "opt": jax.vmap(optim.init_state)(params)}
+  carry["epoch"] = 0
   active = jnp.ones(1, bool)
   xd, yd = jnp.asarray(x), jnp.asarray(y)
+  epoch_fn = autodiff_epoch.population_epoch if autodiff else train.population_epoch
 
   def run():
-    epoch = jnp.asarray(state["epoch"], jnp.int32)
-    out = train.population_epoch(
-      spec, state["params"], state["opt"], hyper, keys, epoch, active, xd, yd
+    epoch = jnp.asarray(carry["epoch"], jnp.int32)
+    out = epoch_fn(
+      spec, carry["params"], carry["state"], carry["opt"], hyper, keys, epoch, active, xd, yd
     )
     jax.block_until_ready(out)
-    state["params"], state["opt"], _ = out
-    state["epoch"] += 1
+    carry["params"], carry["state"], carry["opt"], loss = out
+    if not np.all(np.isfinite(np.asarray(loss))):
+      raise FloatingPointError(f"training loss is {np.asarray(loss)}")
+    carry["epoch"] += 1
 
   return run
+
+
+def format_table(head: list[str], body: list[list[str]], notes: list[str], markdown: bool) -> str:
+  """A right-aligned text table, or Markdown, followed by the note lines."""
+  if markdown:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines + [""] + notes)
+  widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(head)]
+  fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+  return "\n".join([fmt.format(*head)] + [fmt.format(*r) for r in body] + notes)
+
+
+def ours(x, y, sizes, batch_size, softmax_grad: str = "fused", autodiff: bool = False) -> Runner:
+  """This project's jitted epoch: ``train.population_epoch`` with a population of one.
+
+  ``autodiff=True``: the same epoch with the gradients from ``jax.grad`` (benchmarks/autodiff.py).
+  """
+  from mlp import model, train
+
+  input_shape, hidden, classes = (sizes[0],), sizes[1:-1], sizes[-1]
+  arch = model.mlp_architecture(input_shape, hidden, [0.0] * (len(hidden) + 1))
+  net, layer_hyper = model.parse(arch, input_shape, classes)
+  spec = train.Spec(net=net, batch_size=batch_size, softmax_grad=softmax_grad)
+  hyper = train.make_hyper(learning_rate=LEARNING_RATE, momentum=MOMENTUM, layers=layer_hyper)
+  return epoch_runner(spec, hyper, x, y, autodiff)
+
+
+def jax_grad(x, y, sizes, batch_size, seed: int = 0) -> Runner:
+  """Our jitted epoch (same scan, shuffling and optimizer) with ``jax.grad`` gradients."""
+  return ours(x, y, sizes, batch_size, autodiff=True)
 
 
 # ------------------------------------------------------------------------------------ numpy
@@ -213,7 +247,7 @@ def torch_mlp(x, y, sizes, batch_size, seed: int = 0) -> Runner:
   return run
 
 
-PEERS = {"numpy": numpy_mlp, "sklearn": sklearn_mlp, "torch": torch_mlp}
+PEERS = {"jax.grad": jax_grad, "numpy": numpy_mlp, "sklearn": sklearn_mlp, "torch": torch_mlp}
 
 
 def versions() -> dict[str, str]:

@@ -36,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.hidden = (400,)
+  c.model.layers = ""  # an architecture string (mlp/layers.py) instead of hidden + train.dropout
   c.model.dropout = "inverted"
   c.model.softmax_grad = "fused"
 
@@ -46,6 +47,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.l2 = 3e-3
   c.train.lr_decay = 0.95
   c.train.dropout = (0.0, 0.0)  # rate per Dense-layer input: (input, hidden)
+  c.train.augment_flip = False  # in the jitted epoch: mirror each image with probability 1/2
+  c.train.augment_shift = 0  # ... and translate it by up to this many pixels
   c.train.max_epochs = 50
   c.train.early_stopping = "patience"  # keep the best-val-loss epoch's params
   c.train.gap = 0.05

@@ -47,6 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.hidden = (300, 100)  # first hidden width: the study does not state it
+  c.model.layers = ""  # an architecture string (mlp/layers.py) instead of hidden + train.dropout
   c.model.dropout = "regular"  # regular: train keep-mask, inference x (1 - rate)
   c.model.softmax_grad = "jacobian"  # backprop through the full softmax Jacobian, Eq. 1-2
 

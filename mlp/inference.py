@@ -1,9 +1,9 @@
 """Using a saved model: load it, rebuild its network and preprocessing, and classify.
 
 A model saved by :mod:`mlp.study` (``runs/<name>/seed<k>/model.{json,npz}``) carries everything
-needed: params, the run config (data section: data set, split and preprocessing options), and meta
-(dataset, class_names, input_shape, sizes, dropout kind and rates, preprocessing kind) with the
-preprocessing statistics as arrays ``preprocess/<name>``.
+needed: its network (layers with their dropout rates), params and state, the run config (data
+section: data set, split and preprocessing options), and meta (dataset, class_names, input_shape,
+preprocessing kind) with the preprocessing statistics as arrays ``preprocess/<name>``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlp import checkpoint, model, train
+from mlp import checkpoint, train
 from mlp import data as data_lib
 from mlp.checkpoint import CheckpointError
 from mlp.data import DataError, preprocess
@@ -66,22 +66,19 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     class_names = tuple(str(c) for c in meta["class_names"])
     input_shape = tuple(int(d) for d in meta["input_shape"])
     kind = str(meta.get("preprocess", "raw"))
-    dropout = str(meta.get("dropout", "none"))
-    rates = tuple(float(r) for r in meta.get("dropout_rates", (0.0,) * len(m.params)))
   except (KeyError, TypeError, ValueError) as e:
     raise CheckpointError(
       f"{where} lacks the metadata needed for inference ({type(e).__name__}: {e}); "
       "was it saved by mlp.study?"
     ) from e
-  sizes = model.sizes_of(m.params)
-  if int(np.prod(input_shape)) != sizes[0]:
-    raise CheckpointError(f"{where}: input_shape {input_shape} does not match {sizes[0]} inputs")
-  if len(class_names) != sizes[-1]:
+  if input_shape != m.net.input_shape:
     raise CheckpointError(
-      f"{where}: {len(class_names)} class names for a model with {sizes[-1]} outputs"
+      f"{where}: input_shape {input_shape} does not match the network's {m.net.input_shape}"
     )
-  if len(rates) != len(m.params):
-    raise CheckpointError(f"{where}: {len(rates)} dropout rates for {len(m.params)} layers")
+  if len(class_names) != m.net.num_classes:
+    raise CheckpointError(
+      f"{where}: {len(class_names)} class names for a model with {m.net.num_classes} outputs"
+    )
   if kind not in preprocess.KINDS:
     raise CheckpointError(f"{where}: unknown preprocessing kind {kind!r}")
   stats = {k[len(_PREFIX) :]: v for k, v in m.arrays.items() if k.startswith(_PREFIX)}
@@ -92,8 +89,8 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
   if missing:
     raise CheckpointError(f"{where}: preprocessing {kind!r} but no saved statistics {missing}")
   try:
-    spec = train.Spec(sizes=sizes, batch_size=1, dropout=dropout if any(rates) else "none")
-    hyper = train.make_hyper(learning_rate=1.0, dropout=rates)
+    spec = train.Spec(net=m.net, batch_size=1)
+    hyper = train.make_hyper(learning_rate=1.0, layers=m.hyper)
   except ValueError as e:
     raise CheckpointError(f"{where}: {e}") from e
   return LoadedModel(
@@ -113,7 +110,7 @@ def require_image_model(lm: LoadedModel) -> tuple[tuple[int, int], int]:
   """The model's image size (H, W) and channels; CheckpointError if it does not take images."""
   if not lm.is_image_model or lm.input_shape[-1] not in (1, 3):
     raise CheckpointError(
-      f"{lm.path} was trained on {lm.dataset} ({lm.spec.sizes[0]} input features, shape "
+      f"{lm.path} was trained on {lm.dataset} ({lm.spec.net.num_inputs} input features, shape "
       f"{lm.input_shape}), not on images; use a CIFAR-10 or FER2013 model"
     )
   h, w, c = lm.input_shape
@@ -134,9 +131,10 @@ def prepare(lm: LoadedModel, images: np.ndarray) -> np.ndarray:
 def probabilities(lm: LoadedModel, x: np.ndarray) -> np.ndarray:
   """(n, C) class probabilities for already-preprocessed flat inputs ``x``."""
   x = np.asarray(x, np.float32)
-  if x.ndim != 2 or x.shape[1] != lm.spec.sizes[0]:
-    raise ValueError(f"inputs have shape {x.shape}, the model takes (n, {lm.spec.sizes[0]})")
-  return np.exp(train.log_probs(lm.spec, lm.model.params, lm.hyper, x))
+  n_in = lm.spec.net.num_inputs
+  if x.ndim != 2 or x.shape[1] != n_in:
+    raise ValueError(f"inputs have shape {x.shape}, the model takes (n, {n_in})")
+  return np.exp(train.log_probs(lm.spec, lm.model.params, lm.model.state, lm.hyper, x))
 
 
 def predict_images(lm: LoadedModel, images: np.ndarray) -> np.ndarray:

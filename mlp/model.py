@@ -1,120 +1,193 @@
-"""The multilayer perceptron: params pytree, forward pass with a cache, hand-written backward.
+"""The network: a sequence of layers (mlp.layers) folded forward, and the chain rule folded back.
 
-Network with L Dense layers (L - 1 hidden ReLU layers and a softmax output):
+A network is written as an architecture string of layer tokens, e.g. the HAR perceptron
+``"dense300 relu dense100 relu dense"`` or a CNN ``"conv32 relu maxpool5/s2 flatten dense7"``;
+the softmax + NLL output follows the last layer, which must give one value per class. Parsing
+splits it into a static :class:`Net` (the compiled program's shape) and the layers' traced
+hyperparameters (dropout rates, batch-norm momenta), so a new rate never recompiles.
 
-    h_0 = x
-    u_l = D_l(h_l)                 dropout on the input of Dense layer l (identity if rate is 0)
-    z_l = u_l W_l + b_l
-    h_{l+1} = relu(z_l)  for l < L - 1,    p = softmax(z_{L-1})
-    loss = NLL(p, y) + (lambda / 2) sum_l ||W_l||^2
+With layers f_1 .. f_L, h_0 = x, h_l = f_l(h_{l-1}), p = softmax(h_L):
 
-Backward (the chain rule, one line per forward line, read bottom-up):
+    loss = NLL(p, y) + (lambda / 2) sum ||W||^2          (every param named w; biases, scales not)
+    dh_L = (p - onehot(y)) / B                            (or J^T dp, J = diag(p) - p p^T)
+    (dh_{l-1}, dtheta_l) = f_l.backward(dh_l)             for l = L .. 1,   dW += lambda W
 
-    dz_{L-1} = (p - onehot(y)) / B                      (or J^T dp, J = diag(p) - p p^T)
-    dW_l = u_l^T dz_l + lambda W_l,   db_l = sum_b dz_l,   du_l = dz_l W_l^T
-    dh_l = D_l'(du_l)  (same mask and scale),            dz_{l-1} = dh_l * 1[z_{l-1} > 0]
+Params and state are tuples with one entry per layer (``()`` for kinds without any); state
+(batch-norm running statistics) is returned by the training forward pass, never differentiated.
 """
 
+import dataclasses
+import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from mlp import layers
 
-
-class Dense(NamedTuple):
-  """One affine layer y = x w + b; w has shape (fan_in, fan_out), b (fan_out,)."""
-
-  w: jax.Array
-  b: jax.Array
+Params = tuple  # one entry per layer: layers.WB, layers.ScaleShift or ()
+State = tuple  # one entry per layer: layers.Moments or ()
+LayerHyper = tuple  # one traced hyperparameter per layer: dropout rate, bn momentum, or ()
 
 
-Params = tuple[Dense, ...]
+@dataclasses.dataclass(frozen=True)
+class Net:
+  """The static shape of a network: its layers and the shape of one input (without batch)."""
+
+  layers: tuple[layers.Layer, ...]
+  input_shape: tuple[int, ...]
+
+  def shapes(self) -> list[tuple[int, ...]]:
+    """The input shape of every layer, then the output shape."""
+    shapes = [tuple(self.input_shape)]
+    for layer in self.layers:
+      shapes.append(tuple(layer.out_shape(shapes[-1])))
+    return shapes
+
+  @property
+  def num_classes(self) -> int:
+    return self.shapes()[-1][0]
+
+  @property
+  def num_inputs(self) -> int:
+    return math.prod(self.input_shape)
+
+  def macs(self) -> int:
+    """Multiply-adds of one example's forward pass."""
+    return sum(layer.macs(s) for layer, s in zip(self.layers, self.shapes(), strict=False))
+
+  def describe(self, hyper: LayerHyper | None = None) -> str:
+    """The architecture string; with ``hyper`` it includes the rates and parses back to both."""
+    hyper = hyper if hyper is not None else (None,) * len(self.layers)
+    return " ".join(
+      layer.token(None if isinstance(h, tuple) else h)
+      for layer, h in zip(self.layers, hyper, strict=True)
+    )
+
+  def __str__(self) -> str:
+    return self.describe()
+
+
+class ArchitectureError(ValueError):
+  """An architecture string that does not parse or does not fit the data."""
+
+
+def parse(
+  arch: str, input_shape: Sequence[int], num_classes: int, *, dropout: str = "regular"
+) -> tuple[Net, LayerHyper]:
+  """(Net, per-layer hyperparameters) from an architecture string; see mlp.layers for tokens.
+
+  ``dropout`` (regular | inverted) is the form of ``dropout<rate>`` tokens that do not name one.
+  """
+  if dropout not in ("regular", "inverted"):
+    raise ArchitectureError(f"dropout must be regular or inverted, got {dropout!r}")
+  ctx = layers.ParseContext(int(num_classes), dropout)
+  found, hyper = [], []
+  for token in str(arch).split():
+    for kind in layers.KINDS:
+      try:
+        parsed = kind.parse(token, ctx)
+      except ValueError as e:
+        raise ArchitectureError(f"{arch!r}: {e}") from None
+      if parsed is not None:
+        found.append(parsed[0])
+        hyper.append(parsed[1])
+        break
+    else:
+      names = ", ".join(k.kind for k in layers.KINDS)
+      raise ArchitectureError(f"unknown layer {token!r} in {arch!r}; layer kinds: {names}")
+  if not found:
+    raise ArchitectureError("the architecture has no layers")
+  net = Net(tuple(found), tuple(int(d) for d in input_shape))
+  try:
+    for layer, h in zip(net.layers, hyper, strict=True):
+      layer.check_hyper(h)
+    out = net.shapes()[-1]
+  except ValueError as e:
+    raise ArchitectureError(f"{arch!r}: {e}") from None
+  if out != (num_classes,):
+    raise ArchitectureError(
+      f"{arch!r} ends with outputs of shape {out}, but the softmax needs {num_classes} (one per "
+      f"class): end with 'dense' (a dense layer with one unit per class)"
+    )
+  return net, tuple(hyper)
+
+
+def mlp_architecture(input_shape: Sequence[int], hidden: Sequence[int], rates: Sequence[float]):
+  """The architecture string of an MLP given by hidden widths and one dropout rate per Dense input.
+
+  ``[flatten] [dropout r0] dense h1 relu [dropout r1] dense h2 relu ... [dropout rL] dense``:
+  dropout layers (before every Dense layer) only when some rate is non-zero, as the MLP configs
+  have always built it.
+  """
+  if len(rates) != len(hidden) + 1:
+    raise ArchitectureError(
+      f"{len(rates)} dropout rates for an MLP with {len(hidden) + 1} Dense layers (hidden widths "
+      f"{tuple(hidden)}); give one rate per Dense-layer input, e.g. {(0.0,) * (len(hidden) + 1)}"
+    )
+  if any(int(h) < 1 for h in hidden):
+    raise ArchitectureError(f"hidden widths must be at least 1, got {tuple(hidden)}")
+  tokens = ["flatten"] if len(input_shape) > 1 else []
+  for i, width in enumerate([*hidden, None]):
+    if any(r > 0 for r in rates):
+      tokens.append(f"dropout{layers.number(rates[i])}")
+    tokens += [f"dense{int(width)}", "relu"] if width is not None else ["dense"]
+  return " ".join(tokens)
+
+
+def init(key: jax.Array, net: Net, dtype=jnp.float32) -> tuple[Params, State]:
+  """Params (He initialisation for weights, zero biases, unit scales) and state of ``net``."""
+  # One key per randomly initialised layer, in order (for an MLP: one per Dense layer).
+  random = [i for i, layer in enumerate(net.layers) if layer.random_init]
+  keys = dict(zip(random, jax.random.split(key, len(random)), strict=True)) if random else {}
+  params, state, shape = [], [], tuple(net.input_shape)
+  for i, layer in enumerate(net.layers):
+    p, s, shape = layer.init(keys.get(i), shape, dtype)
+    params.append(p)
+    state.append(s)
+  return tuple(params), tuple(state)
 
 
 class Cache(NamedTuple):
   """What the backward pass needs from the forward pass."""
 
-  inputs: tuple[jax.Array, ...]  # u_l: input of Dense layer l, after dropout
-  pre: tuple[jax.Array, ...]  # z_l for the hidden layers l < L - 1
-  masks: tuple[jax.Array, ...] | None  # dropout keep-masks per Dense input (training only)
-  rates: jax.Array | None  # dropout rate per Dense input, shape (L,)
-  inverted: bool  # inverted (True) or regular (False) dropout
-  logits: jax.Array  # z_{L-1}
-  probs: jax.Array  # p
-
-
-def init(key: jax.Array, sizes: Sequence[int], dtype=jnp.float32) -> Params:
-  """He initialisation: W_l ~ N(0, 2 / fan_in), b_l = 0.  sizes = (n_in, h_1, ..., n_classes)."""
-  if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
-    raise ValueError(f"sizes must be at least (inputs, classes), all positive; got {tuple(sizes)}")
-  keys = jax.random.split(key, len(sizes) - 1)
-  return tuple(
-    Dense(
-      w=jax.random.normal(k, (n_in, n_out), dtype) * jnp.sqrt(2.0 / n_in).astype(dtype),
-      b=jnp.zeros((n_out,), dtype),
-    )
-    for k, n_in, n_out in zip(keys, sizes[:-1], sizes[1:], strict=True)
-  )
-
-
-def sizes_of(params: Params) -> tuple[int, ...]:
-  """(n_in, h_1, ..., n_classes) of a params pytree."""
-  return (params[0].w.shape[0],) + tuple(layer.w.shape[1] for layer in params)
-
-
-def dropout_masks(key: jax.Array, params: Params, batch: int, rates: jax.Array) -> tuple:
-  """One keep-mask per Dense-layer input, m_l ~ Bernoulli(1 - rates[l]), shape (batch, fan_in)."""
-  keys = jax.random.split(key, len(params))
-  return tuple(
-    layers.dropout_mask(k, (batch, layer.w.shape[0]), rates[i], layer.w.dtype)
-    for i, (k, layer) in enumerate(zip(keys, params, strict=True))
-  )
+  layers: tuple  # one cache per layer
+  logits: jax.Array  # output of the last layer
+  probs: jax.Array  # p = softmax(logits)
 
 
 def forward(
+  net: Net,
   params: Params,
+  state: State,
   x: jax.Array,
+  hyper: LayerHyper,
   *,
-  rates: jax.Array | None = None,
-  masks: tuple | None = None,
-  inverted: bool = False,
   train: bool = False,
-) -> tuple[jax.Array, Cache]:
-  """Class probabilities p (B, C) and the cache for :func:`backward`.
+  key: jax.Array | None = None,
+) -> tuple[jax.Array, Cache, State]:
+  """(class probabilities (B, C), cache for :func:`backward`, new state).
 
-  ``rates`` (L,) are dropout rates per Dense-layer input: (0.5, 0.5, 0.0) masks the network input
-  and the first hidden layer. With ``train=True`` the given ``masks`` are applied (training form);
-  otherwise the inference form of the dropout is used. ``rates=None`` means no dropout at all.
+  ``x`` is (B, *net.input_shape) or its flat rows (B, prod input_shape). ``train=True`` is the
+  training form: dropout masks drawn from ``key`` (one split per stochastic layer), batch-norm
+  batch statistics (and updated running averages in the returned state). Otherwise the inference
+  form, and the state comes back unchanged.
   """
-  if train and rates is not None and masks is None:
-    raise ValueError("training with dropout needs masks (see dropout_masks)")
-  inputs, pre = [], []
-  h = x
-  for i, layer in enumerate(params):
-    if rates is not None:
-      if train:
-        h = layers.dropout_forward(h, masks[i], rates[i], inverted)
-      else:
-        h = layers.dropout_inference(h, rates[i], inverted)
-    inputs.append(h)
-    z = layers.dense_forward(h, layer.w, layer.b)
-    if i < len(params) - 1:
-      pre.append(z)
-      h = layers.relu_forward(z)
-  probs = layers.softmax_forward(z)
-  cache = Cache(
-    inputs=tuple(inputs),
-    pre=tuple(pre),
-    masks=tuple(masks) if (train and rates is not None) else None,
-    rates=rates,
-    inverted=inverted,
-    logits=z,
-    probs=probs,
-  )
-  return probs, cache
+  stochastic = [i for i, layer in enumerate(net.layers) if layer.stochastic]
+  keys = {}
+  if train and stochastic:
+    if key is None:
+      raise ValueError("the training form of a network with dropout needs a PRNG key")
+    keys = dict(zip(stochastic, jax.random.split(key, len(stochastic)), strict=True))
+  h = x.reshape((x.shape[0], *net.input_shape))
+  caches, new_state = [], []
+  for i, layer in enumerate(net.layers):
+    h, cache, s = layer.forward(params[i], state[i], hyper[i], h, train, keys.get(i))
+    caches.append(cache)
+    new_state.append(s)
+  probs = layers.softmax_forward(h)
+  return probs, Cache(tuple(caches), h, probs), tuple(new_state)
 
 
 def nll(cache: Cache, labels: jax.Array, weights: jax.Array | None = None) -> jax.Array:
@@ -122,67 +195,73 @@ def nll(cache: Cache, labels: jax.Array, weights: jax.Array | None = None) -> ja
   return layers.nll_loss(layers.log_softmax(cache.logits), labels, weights)
 
 
+def weight_mask(params: Params) -> Params:
+  """Pytree of booleans: True for the L2-decayed weights (fields named ``w``), else False."""
+
+  def is_weight(path, _):
+    return getattr(path[-1], "name", None) == "w"
+
+  return jax.tree_util.tree_map_with_path(is_weight, params)
+
+
 def l2_penalty(params: Params, l2: jax.Array) -> jax.Array:
-  """(lambda / 2) sum_l ||W_l||_F^2 on the weights only (biases are not penalised)."""
-  return 0.5 * l2 * sum(jnp.sum(jnp.square(layer.w)) for layer in params)
+  """(lambda / 2) sum ||W||_F^2 over the weights only (biases, scales, shifts not penalised)."""
+  weights = [
+    p
+    for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(weight_mask(params)), strict=True)
+    if m
+  ]
+  return 0.5 * l2 * sum(jnp.sum(jnp.square(w)) for w in weights)
 
 
 def l2_grad(params: Params, l2: jax.Array) -> Params:
-  """Gradient of :func:`l2_penalty`: lambda W_l for weights, 0 for biases."""
-  return tuple(Dense(w=l2 * layer.w, b=jnp.zeros_like(layer.b)) for layer in params)
-
-
-def weight_mask(params: Params) -> Params:
-  """Pytree of booleans selecting the weights (True) and not the biases (False)."""
-  return tuple(Dense(w=True, b=False) for _ in params)
+  """Gradient of :func:`l2_penalty`: lambda W for weights, 0 elsewhere."""
+  return jax.tree.map(lambda p, m: l2 * p if m else jnp.zeros_like(p), params, weight_mask(params))
 
 
 def loss(
+  net: Net,
   params: Params,
+  state: State,
   x: jax.Array,
   labels: jax.Array,
+  hyper: LayerHyper,
   *,
   l2: jax.Array = 0.0,
   weights: jax.Array | None = None,
   **forward_kwargs,
 ) -> jax.Array:
   """Training objective NLL + (lambda / 2) sum ||W||^2, built only from forward functions."""
-  _, cache = forward(params, x, **forward_kwargs)
+  _, cache, _ = forward(net, params, state, x, hyper, **forward_kwargs)
   return nll(cache, labels, weights) + l2_penalty(params, l2)
 
 
 def backward(
+  net: Net,
   params: Params,
   cache: Cache,
   labels: jax.Array,
+  hyper: LayerHyper,
   *,
   weights: jax.Array | None = None,
   l2: jax.Array | None = None,
   softmax_grad: str = "fused",
 ) -> Params:
-  """Gradient of :func:`loss` w.r.t. every parameter, by the backward recursion in the module doc.
+  """Gradient of :func:`loss` w.r.t. every parameter, by the backward fold in the module doc.
 
   ``softmax_grad="fused"`` uses dz = (p - onehot)/B; ``"jacobian"`` pushes dL/dp = -onehot/(p B)
   through the full softmax Jacobian (HAR study Eq. 1-2). ``weights`` (B,) weight each sample's
   loss (0 for padding in a final partial batch); ``l2`` adds the penalty's gradient.
   """
   if softmax_grad == "fused":
-    dz = layers.softmax_nll_backward(cache.probs, labels, weights)
+    dh = layers.softmax_nll_backward(cache.probs, labels, weights)
   elif softmax_grad == "jacobian":
-    dz = layers.softmax_backward(layers.nll_backward(cache.probs, labels, weights), cache.probs)
+    dh = layers.softmax_backward(layers.nll_backward(cache.probs, labels, weights), cache.probs)
   else:
     raise ValueError(f"softmax_grad must be 'fused' or 'jacobian', got {softmax_grad!r}")
-  grads = [None] * len(params)
-  for i in reversed(range(len(params))):
-    du, dw, db = layers.dense_backward(dz, cache.inputs[i], params[i].w)
-    grads[i] = Dense(w=dw, b=db)
-    if i == 0:
-      break
-    if cache.masks is not None:
-      du = layers.dropout_backward(du, cache.masks[i], cache.rates[i], cache.inverted)
-    elif cache.rates is not None:  # inference-form dropout: a constant scale
-      du = layers.dropout_inference(du, cache.rates[i], cache.inverted)
-    dz = layers.relu_backward(du, cache.pre[i - 1])
+  grads: list[Any] = [()] * len(net.layers)
+  for i in reversed(range(len(net.layers))):
+    dh, grads[i] = net.layers[i].backward(params[i], hyper[i], cache.layers[i], dh)
   grads = tuple(grads)
   if l2 is not None:
     grads = jax.tree.map(jnp.add, grads, l2_grad(params, l2))

@@ -84,6 +84,11 @@ class Param(NamedTuple):
 
 def space_of(config: ml_collections.ConfigDict) -> dict[str, Param]:
   """The validated ``search.space`` (``layers`` and ``width`` are required)."""
+  if config.model.get("layers"):
+    raise SearchError(
+      "the search samples MLP widths (model.hidden) and would ignore model.layers; "
+      "leave model.layers empty in a search config"
+    )
   space = {}
   for name, spec in config.search.space.items():
     spec = dict(spec)
@@ -606,7 +611,7 @@ class Worker:
         params = suggest(trial, self.space)
         cfg = apply(self.config, params)
         run = sweep.Run(f"trial{number:05d}", int(self.config.seed), cfg)
-        sweep.hyper_of(cfg)
+        sweep.hyper_of(cfg, self.data.input_shape, self.data.num_classes)
       except (ValueError, KeyError) as e:
         _fail(self.st, trial._trial_id, f"invalid: {e}")
         self.log(f"trial {number}: invalid hyperparameters ({e}), marked FAIL")
@@ -620,7 +625,7 @@ class Worker:
   def _train(self, kept: list[tuple[int, Any]]) -> None:
     by_run = {item[1].id: item for _, item in kept}
     runs = [run for _, (_, run) in kept]
-    groups = sweep.group_by_shape(runs, self.data.num_inputs, self.data.num_classes)
+    groups = sweep.group_by_shape(runs, self.data.input_shape, self.data.num_classes)
     self.log(
       f"training {len(runs)} trials in {len(groups)} shape group(s) "
       f"({'vmapped populations' if self.vectorize else 'member by member'})"

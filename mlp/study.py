@@ -63,10 +63,12 @@ def _load_finished(workdir: Path, run: sweep.Run) -> dict | None:
       shutil.rmtree(rdir)  # interrupted: start this run again from scratch
     return None
   result = json.loads(path.read_text())
-  saved = result.get("config")
-  if isinstance(saved, dict) and isinstance(saved.get("data"), dict):
-    saved["data"] = data_lib.with_added_fields(saved["data"])  # saved before those fields existed
-  if saved != _run_config_json(run):
+  saved, current = result.get("config"), _run_config_json(run)
+  if isinstance(saved, dict):  # saved before some fields existed: their implied values
+    saved = sweep.with_added_fields(saved, current)
+    if isinstance(saved.get("data"), dict):
+      saved["data"] = data_lib.with_added_fields(saved["data"])
+  if saved != current:
     raise StudyError(
       f"{path} was trained with a different config than the current one for run {run.id}; "
       "finished runs are never overwritten: use a new --workdir, or delete that run's folder"
@@ -157,8 +159,8 @@ def _train_chunk(group, runs, data, workdir, *, log, progress) -> list[dict]:
       f.close()
   results = []
   for i, run in enumerate(runs):
-    params = jax.tree.map(lambda a, i=i: a[i], fit.params)
-    result = _finish_run(run, sub.spec, params, fit, i, data, workdir)
+    params, state = jax.tree.map(lambda a, i=i: a[i], (fit.params, fit.state))
+    result = _finish_run(run, sub.spec, params, state, fit, i, data, workdir)
     writers[i].close(status="failure" if result["diverged"] else "success")
     log(
       f"{progress} {run.id} done: {result['epochs']} epochs ({result['stop_reason']}), "
@@ -169,12 +171,15 @@ def _train_chunk(group, runs, data, workdir, *, log, progress) -> list[dict]:
   return results
 
 
-def _finish_run(run, spec, params, fit: train.FitResult, i: int, data: Dataset, workdir) -> dict:
+def _finish_run(
+  run, spec, params, state, fit: train.FitResult, i: int, data: Dataset, workdir
+) -> dict:
   """Evaluate a trained run on val and test splits, save model, reports and result.json."""
   rdir = run_dir(workdir, run)
-  hyper = sweep.hyper_of(run.config)
+  net = spec.net
+  hyper = sweep.hyper_of(run.config, net.input_shape, net.num_classes)
   diverged = fit.stop_reason[i] == "diverged" or not all(
-    np.all(np.isfinite(a)) for a in jax.tree.leaves(params)
+    np.all(np.isfinite(a)) for a in jax.tree.leaves((params, state))
   )
   splits = {"val": (data.x_val, data.y_val), **data.tests}
   if run.config.get("report", {}).get("eval_train", False):
@@ -183,7 +188,7 @@ def _finish_run(run, spec, params, fit: train.FitResult, i: int, data: Dataset, 
   for split, (x, y) in splits.items():
     if diverged or len(y) == 0:
       continue
-    probs = np.exp(train.log_probs(spec, params, hyper, x))
+    probs = np.exp(train.log_probs(spec, params, state, hyper, x))
     cm = metrics.confusion_matrix(y, probs.argmax(1), data.num_classes)
     evals[split] = {
       "topk": metrics.topk_accuracy(probs, y).tolist(),
@@ -196,15 +201,15 @@ def _finish_run(run, spec, params, fit: train.FitResult, i: int, data: Dataset, 
   if not diverged:
     checkpoint.save(
       rdir / "model",
+      net,
       params,
+      state,
+      hyper=hyper.layers,
       config=_run_config_json(run),
       meta={
         "dataset": data.name,
         "class_names": list(data.class_names),
         "input_shape": list(data.input_shape),
-        "sizes": list(spec.sizes),
-        "dropout": spec.dropout,
-        "dropout_rates": [float(r) for r in run.config.train.dropout],
         "preprocess": str(data.preprocess["kind"]),
         "run": run.id,
       },
@@ -253,7 +258,7 @@ def run_study(
   workdir.mkdir(parents=True, exist_ok=True)
   for note in data.notes:
     log(note)
-  sweep.group_by_shape(runs, data.num_inputs, data.num_classes)  # bad values fail before training
+  sweep.group_by_shape(runs, data.input_shape, data.num_classes)  # bad values fail before training
   checkpoint.atomic_write_json(workdir / "config.json", config.to_dict())
   hp = [sweep.hparams_of(r) for r in runs]
   tensorboard.write_hparams_config(
@@ -281,7 +286,7 @@ def run_study(
       results[run.id] = result
   else:
     vectorize = vectorize_of(config)
-    for group in sweep.group_by_shape(pending, data.num_inputs, data.num_classes):
+    for group in sweep.group_by_shape(pending, data.input_shape, data.num_classes):
       for r in train_group(
         group, data, workdir, vectorize=vectorize, log=log, done=len(results), total=len(runs)
       ):

@@ -6,15 +6,17 @@ override dicts for runs outside the grid), and ``seeds`` (how many seeds per run
 """
 
 import copy
+import hashlib
 import itertools
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import ml_collections
 import numpy as np
 
-from mlp import train
+from mlp import model, train
 
 # Short names used in run names, e.g. bs1_h300-100_lr0.01_mom0.
 SHORT = {
@@ -25,6 +27,7 @@ SHORT = {
   "train.l2": "l2",
   "train.lr_decay": "decay",
   "train.dropout": "drop",
+  "model.layers": "net",
 }
 
 
@@ -59,6 +62,15 @@ def fmt(value: Any) -> str:
   return str(value)
 
 
+def _name_part(value: Any) -> str:
+  """fmt(value) made safe for a folder name: architecture strings hold spaces and slashes; a very
+  long one is cut and tagged with a hash of the whole, so that names stay unique."""
+  text = re.sub(r"[^A-Za-z0-9._+-]+", "-", fmt(value))
+  if len(text) > 60:
+    text = f"{text[:48]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+  return text
+
+
 def override(cfg: ml_collections.ConfigDict, path: str, value: Any) -> None:
   """Set ``cfg.<path> = value``; an unknown path is an error naming it."""
   *parents, last = path.split(".")
@@ -70,6 +82,21 @@ def override(cfg: ml_collections.ConfigDict, path: str, value: Any) -> None:
   if last not in node:
     raise KeyError(f"config has no field {path!r} (from the sweep grid or extra_runs)")
   node[last] = type(node[last])(value) if isinstance(node[last], tuple) else value
+
+
+# Model and train fields added after runs were saved, with the value that a run saved without them
+# was trained with (the data section has its own, mlp.data.with_added_fields).
+ADDED_FIELDS = {"model": {"layers": ""}, "train": {"augment_flip": False, "augment_shift": 0}}
+
+
+def with_added_fields(saved: Mapping, current: Mapping) -> dict:
+  """A saved run config with the fields of :data:`ADDED_FIELDS` that ``current`` has filled in."""
+  out = dict(saved)
+  for section, fields in ADDED_FIELDS.items():
+    if isinstance(out.get(section), Mapping) and isinstance(current.get(section), Mapping):
+      implied = {k: v for k, v in fields.items() if k in current[section]}
+      out[section] = {**implied, **out[section]}
+  return out
 
 
 def _base(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -93,7 +120,8 @@ def expand(config: ml_collections.ConfigDict) -> list[Run]:
     for (path, _), value in zip(axes, values, strict=True):
       override(cfg, path, value)
     name = "_".join(
-      f"{SHORT.get(p, p.split('.')[-1])}{fmt(v)}" for (p, _), v in zip(axes, values, strict=True)
+      f"{SHORT.get(p, p.split('.')[-1])}{_name_part(v)}"
+      for (p, _), v in zip(axes, values, strict=True)
     )
     named.append((name or config.get("name", "run"), cfg))
   for name, overrides in config.get("extra_runs", {}).items():
@@ -105,25 +133,49 @@ def expand(config: ml_collections.ConfigDict) -> list[Run]:
   return [Run(name, s, cfg) for name, cfg in named for s in seeds]
 
 
-def spec_of(cfg: ml_collections.ConfigDict, num_inputs: int, num_classes: int) -> train.Spec:
-  """The static shape of a run."""
-  hidden = tuple(int(h) for h in cfg.model.hidden)
-  rates = tuple(cfg.train.dropout)
-  if len(rates) != len(hidden) + 1:
+def architecture_of(cfg: Mapping, input_shape: Sequence[int]) -> str:
+  """A run's architecture string: ``model.layers``, or the MLP of ``model.hidden`` and
+  ``train.dropout`` (one rate per Dense-layer input) when ``model.layers`` is absent or empty."""
+  arch = cfg["model"].get("layers") or ""
+  if arch:
+    return str(arch)
+  if "hidden" not in cfg["model"] or "dropout" not in cfg["train"]:
     raise ValueError(
-      f"train.dropout has {len(rates)} rates but the net has {len(hidden) + 1} Dense layers "
-      f"(model.hidden={hidden}); give one rate per Dense-layer input, e.g. "
-      f"{(0.0,) * (len(hidden) + 1)}"
+      "config has no network: set model.layers to an architecture string, or give model.hidden "
+      "and train.dropout"
     )
+  rates = tuple(float(r) for r in cfg["train"]["dropout"])
+  try:
+    return model.mlp_architecture(input_shape, [int(h) for h in cfg["model"]["hidden"]], rates)
+  except ValueError as e:
+    raise ValueError(f"config fields model.hidden and train.dropout: {e}") from None
+
+
+def network_of(
+  cfg: Mapping, input_shape: Sequence[int], num_classes: int
+) -> tuple[model.Net, model.LayerHyper]:
+  """(static network, per-layer hyperparameters) of a run on data of this shape."""
+  dropout = str(cfg["model"].get("dropout", "regular"))
+  return model.parse(architecture_of(cfg, input_shape), input_shape, num_classes, dropout=dropout)
+
+
+def spec_of(
+  cfg: ml_collections.ConfigDict, input_shape: Sequence[int], num_classes: int
+) -> train.Spec:
+  """The static shape of a run."""
+  t = cfg.train
   return train.Spec(
-    sizes=(num_inputs, *hidden, num_classes),
-    batch_size=int(cfg.train.batch_size),
-    dropout=cfg.model.dropout if any(r > 0 for r in rates) else "none",
+    net=network_of(cfg, input_shape, num_classes)[0],
+    batch_size=int(t.batch_size),
     softmax_grad=cfg.model.softmax_grad,
+    flip=bool(t.get("augment_flip", False)),
+    shift=int(t.get("augment_shift", 0)),
   )
 
 
-def hyper_of(cfg: ml_collections.ConfigDict) -> train.Hyper:
+def hyper_of(
+  cfg: ml_collections.ConfigDict, input_shape: Sequence[int], num_classes: int
+) -> train.Hyper:
   """The dynamic hyperparameters of a run (arrays: new values never recompile)."""
   t = cfg.train
   return train.make_hyper(
@@ -131,7 +183,7 @@ def hyper_of(cfg: ml_collections.ConfigDict) -> train.Hyper:
     momentum=float(t.momentum),
     l2=float(t.l2),
     lr_decay=float(t.lr_decay),
-    dropout=tuple(float(r) for r in t.dropout),
+    layers=network_of(cfg, input_shape, num_classes)[1],
   )
 
 
@@ -155,18 +207,19 @@ class Group(NamedTuple):
   runs: list[Run]
 
   def hyper(self) -> train.Hyper:
-    return train.stack([hyper_of(r.config) for r in self.runs])
+    net = self.spec.net
+    return train.stack([hyper_of(r.config, net.input_shape, net.num_classes) for r in self.runs])
 
   def keys(self) -> jax.Array:
     return jax.numpy.stack([jax.random.key(r.seed) for r in self.runs])
 
 
-def group_by_shape(runs: list[Run], num_inputs: int, num_classes: int) -> list[Group]:
+def group_by_shape(runs: list[Run], input_shape: Sequence[int], num_classes: int) -> list[Group]:
   """Group runs by (static shape, epoch budget, stopping rule), keeping first-seen order."""
   groups: dict[tuple, Group] = {}
   for run in runs:
-    spec = spec_of(run.config, num_inputs, num_classes)
-    hyper_of(run.config)  # validate values early, before any training starts
+    spec = spec_of(run.config, input_shape, num_classes)
+    hyper_of(run.config, input_shape, num_classes)  # validate values before any training starts
     key = (spec, int(run.config.train.max_epochs), stopping_of(run.config))
     groups.setdefault(key, Group(*key, runs=[])).runs.append(run)
   return list(groups.values())
@@ -175,16 +228,17 @@ def group_by_shape(runs: list[Run], num_inputs: int, num_classes: int) -> list[G
 def hparams_of(run: Run) -> dict[str, Any]:
   """The hyperparameters shown in TensorBoard's HParams dashboard and the results table."""
   cfg = run.config
-  return {
-    "batch_size": int(cfg.train.batch_size),
-    "hidden": tuple(cfg.model.hidden),
-    "learning_rate": float(cfg.train.learning_rate),
-    "momentum": float(cfg.train.momentum),
-    "l2": float(cfg.train.l2),
-    "lr_decay": float(cfg.train.lr_decay),
-    "dropout": tuple(float(r) for r in cfg.train.dropout),
-    "seed": run.seed,
-  }
+  arch = cfg.model.get("layers")  # an architecture string holds widths and dropout rates
+  hp: dict[str, Any] = {"batch_size": int(cfg.train.batch_size)}
+  hp.update({"layers": str(arch)} if arch else {"hidden": tuple(cfg.model.hidden)})
+  hp["learning_rate"] = float(cfg.train.learning_rate)
+  hp["momentum"] = float(cfg.train.momentum)
+  hp["l2"] = float(cfg.train.l2)
+  hp["lr_decay"] = float(cfg.train.lr_decay)
+  if not arch:
+    hp["dropout"] = tuple(float(r) for r in cfg.train.dropout)
+  hp["seed"] = run.seed
+  return hp
 
 
 def lookup(cfg: Mapping, path: str) -> Any:

@@ -1,8 +1,8 @@
 """Training: a jit-compiled epoch (lax.scan over minibatches), evaluation and the fit loop.
 
-Static (compiled into the program): layer sizes, batch size, number of training rows, dropout
-form, softmax gradient form. Dynamic (traced arrays, never recompile): learning rate, momentum,
-L2, learning-rate decay, dropout rates, the epoch number and the PRNG keys.
+Static (compiled into the program): the network's layers, batch size, number of training rows,
+softmax gradient form, augmentation. Dynamic (traced arrays, never recompile): learning rate,
+momentum, L2, learning-rate decay, dropout rates, batch-norm momenta, the epoch number and keys.
 
 Everything works on a *population*: hyperparameters, keys and params carry a leading axis P.
 A population is trained by ``jax.vmap`` of the single-run epoch; members stop early independently
@@ -26,13 +26,13 @@ from mlp import layers, model, optim
 
 
 class Hyper(NamedTuple):
-  """Per-run hyperparameters; each a scalar array (or (P,) / (P, L) for a population)."""
+  """Per-run hyperparameters; each a scalar array (or (P,) for a population)."""
 
   learning_rate: jax.Array
   momentum: jax.Array
   l2: jax.Array
   lr_decay: jax.Array
-  dropout: jax.Array  # (L,): rate per Dense-layer input
+  layers: model.LayerHyper  # per layer: dropout rate, batch-norm momentum, or ()
 
 
 def make_hyper(
@@ -41,22 +41,24 @@ def make_hyper(
   momentum: float = 0.0,
   l2: float = 0.0,
   lr_decay: float = 1.0,
-  dropout: Sequence[float],
+  layers: model.LayerHyper = (),
   dtype=np.float32,
 ) -> Hyper:
-  """A single run's :class:`Hyper` as host arrays, checking ranges with readable errors."""
-  dropout = np.asarray(dropout, dtype)
+  """A single run's :class:`Hyper` as host arrays, checking ranges with readable errors.
+
+  ``layers`` are the per-layer values from :func:`mlp.model.parse` (checked there).
+  """
   checks = [
     (learning_rate > 0, f"learning_rate must be > 0, got {learning_rate}"),
     (0 <= momentum < 1, f"momentum must be in [0, 1), got {momentum}"),
     (l2 >= 0, f"l2 must be >= 0, got {l2}"),
     (0 < lr_decay <= 1, f"lr_decay must be in (0, 1], got {lr_decay}"),
-    (bool(np.all((dropout >= 0) & (dropout < 1))), f"dropout rates must be in [0, 1): {dropout}"),
   ]
   for ok, msg in checks:
     if not ok:
       raise ValueError(msg)
-  return Hyper(*(np.asarray(v, dtype) for v in (learning_rate, momentum, l2, lr_decay)), dropout)
+  per_layer = tuple(h if isinstance(h, tuple) else np.asarray(h, dtype) for h in layers)
+  return Hyper(*(np.asarray(v, dtype) for v in (learning_rate, momentum, l2, lr_decay)), per_layer)
 
 
 def stack(items: Sequence) -> object:
@@ -64,25 +66,25 @@ def stack(items: Sequence) -> object:
   return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *items)
 
 
-def unstack(tree, n: int) -> list:
-  """Inverse of :func:`stack`."""
-  return [jax.tree.map(lambda a, i=i: a[i], tree) for i in range(n)]
-
-
 @dataclasses.dataclass(frozen=True)
 class Spec:
   """The static shape of a run: everything that changes the compiled program."""
 
-  sizes: tuple[int, ...]  # (n_in, h_1, ..., n_classes)
+  net: model.Net
   batch_size: int
-  dropout: str = "none"  # "none" | "regular" | "inverted"
   softmax_grad: str = "fused"  # "fused" | "jacobian"
   eval_batch: int = 4096
   unroll: int = 2  # lax.scan unroll factor of the minibatch loop (odd values are rounded up)
+  flip: bool = False  # augmentation: mirror each training image left-right with probability 1/2
+  shift: int = 0  # augmentation: translate each training image by up to this many pixels
 
   def __post_init__(self):
-    if self.dropout not in ("none", "regular", "inverted"):
-      raise ValueError(f"dropout must be none/regular/inverted, got {self.dropout!r}")
+    if (self.flip or self.shift) and len(self.net.input_shape) != 3:
+      raise ValueError(
+        f"augmentation (flip, shift) needs image inputs, not shape {self.net.input_shape}"
+      )
+    if self.shift < 0:
+      raise ValueError(f"augmentation shift must be >= 0 pixels, got {self.shift}")
     if self.softmax_grad not in ("fused", "jacobian"):
       raise ValueError(f"softmax_grad must be fused/jacobian, got {self.softmax_grad!r}")
     if self.batch_size < 1:
@@ -118,11 +120,44 @@ class Stopping(NamedTuple):
 # ------------------------------------------------------------------------ one run, one epoch
 
 
-def _train_epoch(spec: Spec, params, opt_state, hyper: Hyper, key, epoch, x, y):
-  """One pass over (x, y) in shuffled minibatches; returns (params, opt_state, mean train loss).
+def augment(spec: Spec, key: jax.Array, x: jax.Array) -> jax.Array:
+  """Training images (B, H, W, C), each mirrored left-right with probability 1/2 (``spec.flip``)
+  and translated by a uniform offset in [-shift, shift]^2 (``spec.shift``: zero-pad, then crop;
+  zero is the training mean after centring). Identity when neither is set."""
+  if not (spec.flip or spec.shift):
+    return x
+  h, w, c = spec.net.input_shape
+  imgs = x.reshape(-1, h, w, c)
+  flip_key, shift_key = jax.random.split(key)
+  if spec.flip:
+    flip = jax.random.bernoulli(flip_key, 0.5, (imgs.shape[0], 1, 1, 1))
+    imgs = jnp.where(flip, imgs[:, :, ::-1], imgs)
+  if spec.shift:
+    k = spec.shift
+    padded = jnp.pad(imgs, ((0, 0), (k, k), (k, k), (0, 0)))
+    offsets = jax.random.randint(shift_key, (imgs.shape[0], 2), 0, 2 * k + 1)
+    crop = lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, c))  # noqa: E731
+    imgs = jax.vmap(crop)(padded, offsets)
+  return imgs.reshape(x.shape)
+
+
+def hand_gradients(spec: Spec, params, state, x, y, weights, layer_hyper, key):
+  """One step's (grads, new state, logits): model.forward, then the hand-written model.backward."""
+  _, cache, state = model.forward(spec.net, params, state, x, layer_hyper, train=True, key=key)
+  grads = model.backward(
+    spec.net, params, cache, y, layer_hyper, weights=weights, softmax_grad=spec.softmax_grad
+  )
+  return grads, state, cache.logits
+
+
+def _train_epoch(
+  spec: Spec, params, state, opt_state, hyper: Hyper, key, epoch, x, y, gradients=hand_gradients
+):
+  """One pass over (x, y) in shuffled minibatches; returns (params, state, opt_state, mean loss).
 
   A final partial batch is kept: the permutation is padded to whole batches and padded rows get
-  weight 0, so each step's gradient is the mean over its real rows.
+  weight 0, so each step's gradient is the mean over its real rows (batch-norm statistics do
+  include the padding rows, repeats of real rows of this epoch).
 
   Rows are gathered per step (not the whole shuffled epoch up front: that would copy the training
   set once per epoch and per population member). The loss is computed after the loop from each
@@ -139,57 +174,49 @@ def _train_epoch(spec: Spec, params, opt_state, hyper: Hyper, key, epoch, x, y):
     weights = jnp.concatenate([jnp.ones(n, x.dtype), jnp.zeros(pad, x.dtype)]).reshape(steps, bs)
   lr = optim.epoch_learning_rate(hyper.learning_rate, hyper.lr_decay, epoch)
   tx = optim.heavy_ball(lr, hyper.momentum, hyper.l2)
-  use_dropout = spec.dropout != "none"
 
   def step(carry, inputs):
-    params, opt_state = carry
+    params, state, opt_state = carry
     batch_idx, w, t = inputs
-    xb, yb = x[batch_idx], y[batch_idx]
-    masks = None
-    if use_dropout:
-      masks = model.dropout_masks(jax.random.fold_in(epoch_key, t + 1), params, bs, hyper.dropout)
-    _, cache = model.forward(
-      params,
-      xb,
-      rates=hyper.dropout if use_dropout else None,
-      masks=masks,
-      inverted=spec.dropout == "inverted",
-      train=True,
+    step_key = jax.random.fold_in(epoch_key, t + 1)  # dropout masks: one split per layer
+    xb = augment(spec, jax.random.fold_in(step_key, 1 << 20), x[batch_idx])
+    grads, state, logits = gradients(
+      spec, params, state, xb, y[batch_idx], w, hyper.layers, step_key
     )
-    grads = model.backward(params, cache, yb, weights=w, softmax_grad=spec.softmax_grad)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    return (params, opt_state), cache.logits
+    return (params, state, opt_state), logits
 
   inputs = (idx, weights, jnp.arange(steps))
   # An even unroll: heavy_ball's state is the previous params, so after two steps every buffer is
   # back in its loop-carried slot; with one step per loop body XLA would copy every weight.
   unroll = spec.unroll + spec.unroll % 2
-  (params, opt_state), logits = jax.lax.scan(step, (params, opt_state), inputs, unroll=unroll)
+  (params, state, opt_state), logits = jax.lax.scan(
+    step, (params, state, opt_state), inputs, unroll=unroll
+  )
   # Mean NLL over the real rows, each scored with the params of the step that trained on it.
   log_p = layers.log_softmax(logits.reshape(steps * bs, -1))
   loss = layers.nll_loss(log_p, y[idx].reshape(-1), None if pad == 0 else weights.reshape(-1))
-  return params, opt_state, loss
+  return params, state, opt_state, loss
 
 
-def _log_probs(spec: Spec, params, hyper: Hyper, x):
-  """log p for every row of x, in fixed-size chunks (inference-form dropout)."""
+def _log_probs(spec: Spec, params, state, hyper: Hyper, x):
+  """log p for every row of x, in fixed-size chunks (the inference form of every layer)."""
   n = x.shape[0]
   chunk = min(spec.eval_batch, n)
   steps = math.ceil(n / chunk)
   xp = jnp.pad(x, ((0, steps * chunk - n), (0, 0))).reshape(steps, chunk, -1)
-  rates = hyper.dropout if spec.dropout != "none" else None
 
   def one(xb):
-    _, cache = model.forward(params, xb, rates=rates, inverted=spec.dropout == "inverted")
+    _, cache, _ = model.forward(spec.net, params, state, xb, hyper.layers)
     return jax.nn.log_softmax(cache.logits)
 
   return jax.lax.map(one, xp).reshape(steps * chunk, -1)[:n]
 
 
-def _evaluate(spec: Spec, params, hyper: Hyper, x, y):
+def _evaluate(spec: Spec, params, state, hyper: Hyper, x, y):
   """(mean NLL, accuracy) of one run on (x, y)."""
-  logp = _log_probs(spec, params, hyper, x)
+  logp = _log_probs(spec, params, state, hyper, x)
   nll = -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
   return nll, jnp.mean(jnp.argmax(logp, axis=1) == y)
 
@@ -197,8 +224,9 @@ def _evaluate(spec: Spec, params, hyper: Hyper, x, y):
 # ------------------------------------------------------------------- populations (vmapped)
 
 
-def _init_population(sizes, keys, dtype):
-  return jax.vmap(lambda k: model.init(jax.random.fold_in(k, 0), sizes, dtype))(keys)
+def _init_population(net: model.Net, keys, dtype):
+  """(params, state) of every member, leading axis P."""
+  return jax.vmap(lambda k: model.init(jax.random.fold_in(k, 0), net, dtype))(keys)
 
 
 # XLA options for the training and evaluation programs. XLA:CPU in jax 0.10 hands every dot to
@@ -218,29 +246,41 @@ def _select(active, new, old):
   return jax.tree.map(pick, new, old)
 
 
-@_jit
-def population_epoch(spec: Spec, params, opt_state, hyper, keys, epoch, active, x, y):
-  """One epoch for every member of a population; inactive members are left unchanged."""
-  train_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-  fn = functools.partial(_train_epoch, spec)
-  new_params, new_state, loss = jax.vmap(fn, in_axes=(0, 0, 0, 0, None, None, None))(
-    params, opt_state, hyper, train_keys, epoch, x, y
-  )
-  return _select(active, new_params, params), _select(active, new_state, opt_state), loss
+def epoch_program(gradients: Callable = hand_gradients) -> Callable:
+  """The jitted population epoch with a given step gradient (benchmarks swap in autodiff)."""
+
+  @_jit
+  def population_epoch(spec: Spec, params, state, opt_state, hyper, keys, epoch, active, x, y):
+    """One epoch for every member of a population; inactive members are left unchanged."""
+    train_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    fn = functools.partial(_train_epoch, spec, gradients=gradients)
+    axes = (0, 0, 0, 0, 0, None, None, None)
+    new_params, new_state, new_opt, loss = jax.vmap(fn, in_axes=axes)(
+      params, state, opt_state, hyper, train_keys, epoch, x, y
+    )
+    old = (params, state, opt_state)
+    return (*_select(active, (new_params, new_state, new_opt), old), loss)
+
+  return population_epoch
+
+
+population_epoch = epoch_program()
 
 
 @_jit
-def population_evaluate(spec: Spec, params, hyper, x, y):
+def population_evaluate(spec: Spec, params, state, hyper, x, y):
   """(P,) mean NLL and (P,) accuracy of every member on (x, y)."""
-  return jax.vmap(functools.partial(_evaluate, spec), in_axes=(0, 0, None, None))(
-    params, hyper, x, y
+  return jax.vmap(functools.partial(_evaluate, spec), in_axes=(0, 0, 0, None, None))(
+    params, state, hyper, x, y
   )
 
 
 @_jit
-def population_log_probs(spec: Spec, params, hyper, x):
+def population_log_probs(spec: Spec, params, state, hyper, x):
   """(P, N, C) log-probabilities of every member on x."""
-  return jax.vmap(functools.partial(_log_probs, spec), in_axes=(0, 0, None))(params, hyper, x)
+  return jax.vmap(functools.partial(_log_probs, spec), in_axes=(0, 0, 0, None))(
+    params, state, hyper, x
+  )
 
 
 # ------------------------------------------------------------------------------- fit loop
@@ -250,6 +290,7 @@ class FitResult(NamedTuple):
   """Outcome of :func:`fit` for a population of P runs (host arrays)."""
 
   params: model.Params  # leading axis P: best-epoch params (patience) or final params
+  state: model.State  # leading axis P: the batch-norm running statistics that go with params
   history: list[dict[str, list[float]]]  # per member: train_loss, val_loss, train_acc, ...
   epochs: np.ndarray  # (P,) epochs trained
   stop_reason: list[str]  # per member: "gap", "patience", "max_epochs" or "diverged"
@@ -274,9 +315,9 @@ def fit(
   """Train a population (leading axis P on ``hyper`` and ``keys``) and return per-member results.
 
   ``data`` = (x_train, y_train, x_val, y_val). Each member's key seeds its init (fold_in 0),
-  shuffling and dropout (fold_in 1, then per epoch and step). ``vectorize`` trains all members as
-  one vmapped program (default: on accelerators) or one by one (default on CPU); both give the
-  same numbers. ``on_epoch(epoch, member_ids, metrics)`` is called after every epoch.
+  shuffling, dropout and augmentation (fold_in 1, then per epoch and step). ``vectorize`` trains
+  all members as one vmapped program (default: on accelerators) or one by one (default on CPU);
+  both give the same numbers. ``on_epoch(epoch, member_ids, metrics)`` is called after every epoch.
   """
   stopping.validate()
   p = int(np.shape(keys)[0])
@@ -294,9 +335,10 @@ def fit(
     _fit_group(spec, hyper, keys, ids, arrays, max_epochs, stopping, on_epoch, dtype)
     for ids in groups
   ]
-  params = jax.tree.map(lambda *xs: np.concatenate(xs), *(r.params for r in results))
+  concat = lambda *xs: np.concatenate(xs)  # noqa: E731
   return FitResult(
-    params=params,
+    params=jax.tree.map(concat, *(r.params for r in results)),
+    state=jax.tree.map(concat, *(r.state for r in results)),
     history=[h for r in results for h in r.history],
     epochs=np.concatenate([r.epochs for r in results]),
     stop_reason=[s for r in results for s in r.stop_reason],
@@ -307,11 +349,11 @@ def fit(
 def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dtype):
   x_tr, y_tr, x_va, y_va = data
   n = len(ids)
-  hyper = Hyper(*(jnp.asarray(np.asarray(h)[ids], dtype) for h in hyper))
+  hyper = jax.tree.map(lambda h: jnp.asarray(np.asarray(h)[ids], dtype), hyper)
   keys = jnp.asarray(keys)[ids]
-  params = _init_population(spec.sizes, keys, dtype)
+  params, state = _init_population(spec.net, keys, dtype)
   opt_state = jax.vmap(optim.init_state)(params)
-  best = params  # jnp.where in _select makes new buffers, so this alias is never mutated
+  best = (params, state)  # jnp.where in _select makes new buffers, so this alias is never mutated
   best_val = np.full(n, np.inf)
   wait = np.zeros(n, int)
   active = np.ones(n, bool)
@@ -321,9 +363,10 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
   start = time.perf_counter()
   seconds = np.zeros(n)
   for epoch in range(max_epochs):
-    params, opt_state, _ = population_epoch(
+    params, state, opt_state, _ = population_epoch(
       spec,
       params,
+      state,
       opt_state,
       hyper,
       keys,
@@ -332,8 +375,8 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
       x_tr,
       y_tr,
     )
-    tr_loss, tr_acc = map(np.asarray, population_evaluate(spec, params, hyper, x_tr, y_tr))
-    va_loss, va_acc = map(np.asarray, population_evaluate(spec, params, hyper, x_va, y_va))
+    tr_loss, tr_acc = map(np.asarray, population_evaluate(spec, params, state, hyper, x_tr, y_tr))
+    va_loss, va_acc = map(np.asarray, population_evaluate(spec, params, state, hyper, x_va, y_va))
     lr = np.asarray(optim.epoch_learning_rate(hyper.learning_rate, hyper.lr_decay, epoch))
     metrics = dict(train_loss=tr_loss, val_loss=va_loss, train_acc=tr_acc, val_acc=va_acc, lr=lr)
     done = epoch + 1
@@ -346,7 +389,7 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
     best_val = np.where(improved, score, best_val)
     wait = np.where(improved, 0, wait + active)
     if stopping.kind == "patience":
-      best = _select(jnp.asarray(improved), params, best)
+      best = _select(jnp.asarray(improved), (params, state), best)
     if on_epoch is not None:
       act = np.flatnonzero(active)
       on_epoch(done, ids[act], {k: v[act] for k, v in metrics.items()})
@@ -364,9 +407,10 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
     if not active.any():
       break
   seconds[active] = time.perf_counter() - start
-  final = best if stopping.kind == "patience" else params
+  final = best if stopping.kind == "patience" else (params, state)
   return FitResult(
-    params=jax.tree.map(np.asarray, final),
+    params=jax.tree.map(np.asarray, final[0]),
+    state=jax.tree.map(np.asarray, final[1]),
     history=history,
     epochs=epochs,
     stop_reason=reason,
@@ -374,9 +418,16 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
   )
 
 
-def log_probs(spec: Spec, params: model.Params, hyper: Hyper, x: np.ndarray, dtype=jnp.float32):
+def log_probs(
+  spec: Spec,
+  params: model.Params,
+  state: model.State,
+  hyper: Hyper,
+  x: np.ndarray,
+  dtype=jnp.float32,
+) -> np.ndarray:
   """(N, C) log-probabilities of one trained run (no population axis) on x."""
   if len(x) == 0:
-    return np.zeros((0, spec.sizes[-1]), np.float32)
-  one = jax.tree.map(lambda a: jnp.asarray(a)[None], (params, hyper))
+    return np.zeros((0, spec.net.num_classes), np.float32)
+  one = jax.tree.map(lambda a: jnp.asarray(a)[None], (params, state, hyper))
   return np.asarray(population_log_probs(spec, *one, jnp.asarray(x, dtype))[0])

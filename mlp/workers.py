@@ -61,13 +61,14 @@ def count(config: ml_collections.ConfigDict, pending: int) -> int:
   return max(1, min(n, pending))
 
 
-def estimated_seconds(run: sweep.Run, rows: int, num_inputs: int, num_classes: int) -> float:
-  """A rough cost model for ordering the queue: per-step overhead + matmul work (6 flops/weight)."""
-  spec = sweep.spec_of(run.config, num_inputs, num_classes)
-  weights = sum(a * b for a, b in zip(spec.sizes[:-1], spec.sizes[1:], strict=True))
+def estimated_seconds(
+  run: sweep.Run, rows: int, input_shape: tuple[int, ...], num_classes: int
+) -> float:
+  """A rough cost model for ordering the queue: per-step overhead + 3 passes of 2 flops per MAC."""
+  spec = sweep.spec_of(run.config, input_shape, num_classes)
   epochs = int(run.config.train.max_epochs)
   steps = math.ceil(rows / spec.batch_size)
-  return epochs * (steps * STEP_OVERHEAD_S + 6 * rows * weights / FLOPS_PER_S)
+  return epochs * (steps * STEP_OVERHEAD_S + 6 * rows * spec.net.macs() / FLOPS_PER_S)
 
 
 def limit_xla_threads(cpu: int) -> None:
@@ -107,7 +108,7 @@ def run(
   workdir = Path(workdir)
   rows = len(data.y_train)
   queue = sorted(
-    pending, key=lambda r: -estimated_seconds(r, rows, data.num_inputs, data.num_classes)
+    pending, key=lambda r: -estimated_seconds(r, rows, data.input_shape, data.num_classes)
   )
   checkpoint.atomic_write_json(workdir / "queue.json", {"runs": [r.id for r in queue]})
   shutil.rmtree(workdir / "claims", ignore_errors=True)
@@ -187,7 +188,7 @@ def worker_main(argv: list[str] | None = None) -> None:
     if not _claim(workdir, k):
       continue
     run_ = runs[index[run_id]]
-    group = sweep.group_by_shape([run_], data.num_inputs, data.num_classes)[0]
+    group = sweep.group_by_shape([run_], data.input_shape, data.num_classes)[0]
     study.train_group(
       group,
       data,

@@ -2,29 +2,38 @@
 
 import json
 import os
+from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlp import checkpoint
+from mlp import checkpoint, inference, layers, model
 from mlp.checkpoint import CheckpointError
-from mlp.model import Dense
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CNN = "conv3/3x3/s2/valid bn relu maxpool2 flatten dropout0.25/inverted dense4 bn/m0.8 relu dense"
 
 
-def make_params(sizes, dtype=np.float32, seed=0):
+def make_net(arch="dense5 relu dense", input_shape=(6,), classes=3):
+  return model.parse(arch, input_shape, classes)
+
+
+def make_model(arch="dense5 relu dense", input_shape=(6,), classes=3, dtype=np.float32, seed=0):
+  """(net, hyper, params, state) with random values everywhere (state included)."""
+  net, hyper = make_net(arch, input_shape, classes)
+  params, state = model.init(jax.random.key(seed), net)
   rng = np.random.default_rng(seed)
-  return tuple(
-    Dense(rng.normal(size=(m, n)).astype(dtype), rng.normal(size=(n,)).astype(dtype))
-    for m, n in zip(sizes[:-1], sizes[1:], strict=True)
-  )
+  rand = lambda a: rng.normal(size=a.shape).astype(dtype)  # noqa: E731
+  return net, hyper, jax.tree.map(rand, params), jax.tree.map(rand, state)
 
 
-def save_model(path, sizes=(6, 5, 3), **kwargs):
-  params = make_params(sizes)
-  kwargs.setdefault("config", {"hidden": tuple(sizes[1:-1]), "lr": 0.1})
+def save_model(path, arch="dense5 relu dense", input_shape=(6,), classes=3, seed=0, **kwargs):
+  net, hyper, params, state = make_model(arch, input_shape, classes, seed=seed)
+  kwargs.setdefault("config", {"hidden": [5], "lr": 0.1})
   kwargs.setdefault("meta", {"dataset": "toy", "class_names": ["a", "b", "c"]})
-  checkpoint.save(path, params, **kwargs)
+  checkpoint.save(path, net, params, state, hyper=hyper, **kwargs)
   return params
 
 
@@ -36,60 +45,76 @@ def rewrite_json(path, edit):
     json.dump(header, f)
 
 
-@pytest.mark.parametrize("sizes", [(4, 3), (6, 5, 3), (8, 7, 6, 2)])
-def test_round_trip(tmp_path, sizes):
+def assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    assert isinstance(x, np.ndarray) and x.dtype == np.asarray(y).dtype
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize(
+  "arch,input_shape",
+  [
+    ("dense", (4,)),
+    ("dense5 relu dense", (6,)),
+    ("dropout0.5 dense7 relu dropout0.2 dense", (8,)),
+    (CNN, (9, 8, 2)),
+  ],
+)
+def test_round_trip(tmp_path, arch, input_shape):
   path = tmp_path / "model"
-  params = make_params(sizes)
-  extra = {"mean": np.arange(sizes[0], dtype=np.float32), "std": np.ones((1, sizes[0]))}
-  config = {"hidden": tuple(sizes[1:-1]), "lr": np.float32(0.1), "steps": np.int64(7), "n": None}
-  meta = {"dataset": "toy", "input_shape": (2, sizes[0] // 2), "metrics": {"acc": 0.5}}
-  checkpoint.save(path, params, config=config, meta=meta, arrays=extra)
+  net, hyper, params, state = make_model(arch, input_shape)
+  extra = {"mean": np.arange(6, dtype=np.float32), "std": np.ones((1, 6))}
+  config = {"hidden": (5,), "lr": np.float32(0.1), "steps": np.int64(7), "n": None}
+  meta = {"dataset": "toy", "input_shape": (2, 3), "metrics": {"acc": 0.5}}
+  checkpoint.save(path, net, params, state, hyper=hyper, config=config, meta=meta, arrays=extra)
   assert sorted(os.listdir(tmp_path)) == ["model.json", "model.npz"]
 
   for p in (path, f"{path}.npz", f"{path}.json", str(path)):
-    model = checkpoint.load(p)
-    assert len(model.params) == len(params)
-    for got, want in zip(model.params, params, strict=True):
-      assert isinstance(got, Dense)
-      assert isinstance(got.w, np.ndarray) and got.w.dtype == np.float32
-      np.testing.assert_array_equal(got.w, want.w)
-      np.testing.assert_array_equal(got.b, want.b)
+    m = checkpoint.load(p)
+    assert m.net == net and m.hyper == hyper
+    assert_trees_equal(m.params, params)
+    assert_trees_equal(m.state, state)
     # JSON round trip: tuples come back as lists, numpy scalars as Python numbers.
-    assert model.config == {"hidden": list(sizes[1:-1]), "lr": 0.1, "steps": 7, "n": None}
-    assert model.meta == {
-      "dataset": "toy",
-      "input_shape": [2, sizes[0] // 2],
-      "metrics": {"acc": 0.5},
-    }
-    assert set(model.arrays) == {"mean", "std"}
-    np.testing.assert_array_equal(model.arrays["mean"], extra["mean"])
-    assert model.arrays["std"].dtype == np.float64 and model.arrays["std"].shape == (1, sizes[0])
+    assert m.config == {"hidden": [5], "lr": 0.1, "steps": 7, "n": None}
+    assert m.meta == {"dataset": "toy", "input_shape": [2, 3], "metrics": {"acc": 0.5}}
+    assert set(m.arrays) == {"mean", "std"}
+    np.testing.assert_array_equal(m.arrays["mean"], extra["mean"])
+    assert m.arrays["std"].dtype == np.float64 and m.arrays["std"].shape == (1, 6)
 
 
 def test_keeps_dtype_and_accepts_jax_arrays(tmp_path):
-  params = tuple(Dense(jnp.asarray(p.w), jnp.asarray(p.b)) for p in make_params((3, 2)))
-  checkpoint.save(tmp_path / "jax", params, config={})
-  model = checkpoint.load(tmp_path / "jax")
-  assert model.params[0].w.dtype == np.float32 and model.meta == {} and model.arrays == {}
-  checkpoint.save(tmp_path / "f64", make_params((3, 2), dtype=np.float64), config={})
+  net, hyper, params, state = make_model("dense", (3,), 2)
+  checkpoint.save(tmp_path / "jax", net, jax.tree.map(jnp.asarray, params), config={})
+  m = checkpoint.load(tmp_path / "jax")
+  assert m.params[0].w.dtype == np.float32 and m.meta == {} and m.arrays == {}
+  net, hyper, params, state = make_model("dense", (3,), 2, dtype=np.float64)
+  checkpoint.save(tmp_path / "f64", net, params, config={})
   assert checkpoint.load(tmp_path / "f64").params[0].w.dtype == np.float64
 
 
 def test_json_contents(tmp_path):
-  save_model(tmp_path / "m", arrays={"mean": np.zeros(6)})
+  save_model(tmp_path / "m", CNN, (9, 8, 2), 3, arrays={"mean": np.zeros(6)})
   with open(tmp_path / "m.json") as f:
     header = json.load(f)
-  assert header["format"] == checkpoint.FORMAT == "mlp-model/1"
-  assert header["dtype"] == "float32"
-  assert [(layer["w"], layer["b"]) for layer in header["layers"]] == [([6, 5], [5]), ([5, 3], [3])]
+  assert header["format"] == checkpoint.FORMAT == "mlp-model/2"
+  assert header["network"] == {
+    "layers": "conv3/3x3/s2/valid bn/m0.9 relu maxpool2x2/s2 flatten dropout0.25/inverted "
+    "dense4 bn/m0.8 relu dense3",
+    "input_shape": [9, 8, 2],
+    "num_classes": 3,
+  }
+  assert header["tensors"]["param/0/w"] == {"shape": [3, 3, 2, 3], "dtype": "float32"}
+  assert header["tensors"]["state/7/var"] == {"shape": [4], "dtype": "float32"}
   assert header["arrays"] == {"mean": {"shape": [6], "dtype": "float64"}}
   with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
-    assert sorted(data.files) == ["extra/mean", "layer_0_b", "layer_0_w", "layer_1_b", "layer_1_w"]
+    assert sorted(data.files) == sorted(["extra/mean", *header["tensors"]])
+    assert "param/2/w" not in data.files  # relu has no params
 
 
 def test_overwrite(tmp_path):
-  save_model(tmp_path / "m", sizes=(6, 5, 3))
-  new = save_model(tmp_path / "m", sizes=(4, 2))
+  save_model(tmp_path / "m")
+  new = save_model(tmp_path / "m", "dense", (4,), 2, seed=1)
   model = checkpoint.load(tmp_path / "m")
   np.testing.assert_array_equal(model.params[0].w, new[0].w)
   assert sorted(os.listdir(tmp_path)) == ["m.json", "m.npz"]  # no temp files left
@@ -109,7 +134,7 @@ def test_crash_between_writes_leaves_incomplete_model(tmp_path, monkeypatch):
 
   monkeypatch.setattr(checkpoint, "atomic_write_json", crash)
   with pytest.raises(KeyboardInterrupt):
-    save_model(tmp_path / "m", sizes=(4, 2))
+    save_model(tmp_path / "m", "dense", (4,), 2)
   monkeypatch.setattr(checkpoint, "atomic_write_json", real)
   assert not (tmp_path / "m.json").exists()  # the old .json must not pair with the new .npz
   with pytest.raises(CheckpointError, match="incomplete model"):
@@ -169,11 +194,11 @@ def test_missing_npz(tmp_path):
     checkpoint.load(tmp_path / "m")
 
 
-@pytest.mark.parametrize("fmt", ["mlp-model/2", None])
+@pytest.mark.parametrize("fmt", ["mlp-model/3", None])
 def test_format_mismatch(tmp_path, fmt):
   save_model(tmp_path / "m")
   rewrite_json(tmp_path / "m", lambda h: h.update(format=fmt))
-  with pytest.raises(CheckpointError, match="format .* this code reads 'mlp-model/1'"):
+  with pytest.raises(CheckpointError, match="format .* this code reads 'mlp-model/2'"):
     checkpoint.load(tmp_path / "m")
 
 
@@ -183,49 +208,50 @@ def test_json_not_a_model(tmp_path):
   with pytest.raises(CheckpointError, match="not a model description"):
     checkpoint.load(tmp_path / "m")
   save_model(tmp_path / "m")
-  rewrite_json(tmp_path / "m", lambda h: h.pop("layers"))
-  with pytest.raises(CheckpointError, match="field 'layers' missing"):
+  rewrite_json(tmp_path / "m", lambda h: h.pop("network"))
+  with pytest.raises(CheckpointError, match="field 'network' missing"):
     checkpoint.load(tmp_path / "m")
 
 
 def test_shapes_disagree_with_json(tmp_path):
   save_model(tmp_path / "m")
-  rewrite_json(tmp_path / "m", lambda h: h["layers"][1].update(w=[5, 4], b=[4]))
-  with pytest.raises(CheckpointError, match=r"layer_1_w is float32\[5, 3\], the .json says"):
+  rewrite_json(tmp_path / "m", lambda h: h["tensors"]["param/2/w"].update(shape=[5, 4]))
+  with pytest.raises(CheckpointError, match=r"param/2/w is float32\[5, 3\], the .json says"):
     checkpoint.load(tmp_path / "m")
 
 
 def test_dtype_disagrees_with_json(tmp_path):
   save_model(tmp_path / "m")
-  rewrite_json(tmp_path / "m", lambda h: h["layers"][0].update(dtype="float64"))
-  with pytest.raises(CheckpointError, match="layer_0_w is float32.*json says float64"):
+  rewrite_json(tmp_path / "m", lambda h: h["tensors"]["param/0/w"].update(dtype="float64"))
+  with pytest.raises(CheckpointError, match="param/0/w is float32.*json says float64"):
     checkpoint.load(tmp_path / "m")
 
 
-def test_layer_count_disagrees_with_json(tmp_path):
+def test_array_missing_from_json(tmp_path):
   save_model(tmp_path / "m")
-  rewrite_json(tmp_path / "m", lambda h: h["layers"].pop())
-  with pytest.raises(CheckpointError, match=r"unexpected \['layer_1_b', 'layer_1_w'\]"):
+  rewrite_json(tmp_path / "m", lambda h: h["tensors"].pop("param/2/b"))
+  with pytest.raises(CheckpointError, match=r"unexpected \['param/2/b'\]"):
     checkpoint.load(tmp_path / "m")
 
 
-def test_layers_do_not_chain(tmp_path):
-  bad = (Dense(np.ones((4, 3), np.float32), np.ones(3, np.float32)),) * 2
-  with pytest.raises(ValueError, match="do not chain"):
-    checkpoint.save(tmp_path / "m", bad, config={})
-  # Written by hand (e.g. another tool): load must refuse it too.
-  arrays = {f"layer_{i}_{k}": getattr(d, k) for i, d in enumerate(bad) for k in "wb"}
-  np.savez(tmp_path / "h.npz", **arrays)
-  layers = [{"w": [4, 3], "b": [3], "dtype": "float32"}] * 2
-  header = {"format": checkpoint.FORMAT, "layers": layers, "arrays": {}, "config": {}, "meta": {}}
-  (tmp_path / "h.json").write_text(json.dumps(header))
-  with pytest.raises(CheckpointError, match="layer 0 outputs 3 features but layer 1 expects 4"):
+def test_arrays_do_not_fit_the_network(tmp_path):
+  net, hyper, params, state = make_model()
+  bad = (params[0], (), layers.WB(params[0].w, params[0].b))  # second dense: wrong shapes
+  with pytest.raises(ValueError, match=r"param/2/w has shape \[6, 5\], but .* needs \[5, 3\]"):
+    checkpoint.save(tmp_path / "m", net, bad, config={})
+  # A .json edited to another architecture: load refuses it too.
+  save_model(tmp_path / "h")
+  rewrite_json(tmp_path / "h", lambda h: h["network"].update(layers="dense4 relu dense3"))
+  with pytest.raises(CheckpointError, match=r"param/0/w has shape \[6, 5\], but .* needs \[6, 4\]"):
+    checkpoint.load(tmp_path / "h")
+  rewrite_json(tmp_path / "h", lambda h: h["network"].update(layers="dense5 tanh dense3"))
+  with pytest.raises(CheckpointError, match="bad network description.*unknown layer 'tanh'"):
     checkpoint.load(tmp_path / "h")
 
 
 def test_npz_from_another_save(tmp_path):
   save_model(tmp_path / "a")
-  checkpoint.save(tmp_path / "b", make_params((6, 5, 3), seed=1), config={})
+  save_model(tmp_path / "b", seed=1)
   os.replace(tmp_path / "b.npz", tmp_path / "a.npz")  # same shapes, different weights
   with pytest.raises(CheckpointError, match="sha256 differs"):
     checkpoint.load(tmp_path / "a")
@@ -249,7 +275,9 @@ def test_object_arrays_are_rejected(tmp_path, monkeypatch):
 
 
 def test_check_compatible(tmp_path):
-  save_model(tmp_path / "m", sizes=(3072, 10, 7), meta={"dataset": "cifar10"})
+  save_model(
+    tmp_path / "m", "flatten dense10 relu dense", (32, 32, 3), 7, meta={"dataset": "cifar10"}
+  )
   model = checkpoint.load(tmp_path / "m")
   checkpoint.check_compatible(model)
   checkpoint.check_compatible(model, dataset="cifar10", input_dim=3072, num_classes=7)
@@ -266,8 +294,27 @@ def test_check_compatible(tmp_path):
 
 
 def test_check_compatible_without_recorded_dataset(tmp_path):
-  save_model(tmp_path / "m", sizes=(4, 2), meta={})
+  save_model(tmp_path / "m", "dense", (4,), 2, meta={})
   model = checkpoint.load(tmp_path / "m")
   checkpoint.check_compatible(model, dataset="anything", input_dim=4)
   with pytest.raises(CheckpointError, match="model expects 4 inputs, but mnist has 784"):
     checkpoint.check_compatible(model, dataset="mnist", input_dim=784)
+
+
+@pytest.mark.parametrize("name", ["har_v1", "cifar10_v1"])
+def test_models_of_the_first_format_load_and_predict_the_same(name):
+  """Fixtures written by the code before layers were modules (tests/fixtures/make_v1_fixtures.py):
+  an MLP with regular dropout (HAR) and one with inverted dropout on images (CIFAR-10)."""
+  m = checkpoint.load(FIXTURES / name / "model")
+  assert json.loads((FIXTURES / name / "model.json").read_text())["format"] == "mlp-model/1"
+  lm = inference.load_model(FIXTURES / name / "model")
+  with np.load(FIXTURES / name / "expected.npz") as expected:
+    if name == "har_v1":
+      assert m.net.describe(m.hyper) == (
+        "dropout0.5/regular dense8 relu dropout0.5/regular dense5 relu dropout0/regular dense6"
+      )
+      probs = inference.probabilities(lm, expected["x"])
+    else:
+      assert str(m.net).startswith("flatten dropout") and m.hyper[1] == pytest.approx(0.2)
+      probs = inference.predict_images(lm, expected["images"])
+    np.testing.assert_allclose(probs, expected["probs"], rtol=1e-6, atol=1e-7)

@@ -12,25 +12,7 @@ import pytest
 from jax.test_util import check_vjp
 
 from mlp import layers, model
-
-RTOL = 1e-10  # autodiff vs hand-written, float64
-FD_TOL = 1e-6  # finite differences, float64
-FD_EPS = 1e-6  # central-difference step: small, so a step rarely crosses a ReLU kink
-
-
-@pytest.fixture(autouse=True)
-def float64():
-  with jax.enable_x64(True):
-    yield
-
-
-def rand(key, *shape):
-  return jax.random.normal(jax.random.key(key), shape, jnp.float64)
-
-
-def assert_close(actual, expected, rtol=RTOL, atol=1e-12):
-  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol)
+from tests.gradcheck import FD_EPS, FD_TOL, assert_close, float64, rand  # noqa: F401
 
 
 def hand_vjp(forward, backward):
@@ -185,25 +167,37 @@ def test_dropout_forms_have_the_same_expected_activation(inverted):
 
 # ------------------------------------------------------------------------------------- model
 
-ARCHS = {1: (11, 7, 4), 2: (11, 9, 7, 4), 3: (11, 9, 8, 7, 4)}
+HIDDEN = {1: (7,), 2: (9, 7), 3: (9, 8, 7)}
+N_IN, N_CLASSES = 11, 4
+
+
+def mlp_net(hidden, dropout):
+  """An MLP as the configs build it: dropout before every Dense layer when any rate is non-zero."""
+  depth = len(HIDDEN[hidden]) + 1
+  rates = np.linspace(0.5, 0.0, depth) if dropout != "none" else np.zeros(depth)
+  arch = model.mlp_architecture((N_IN,), HIDDEN[hidden], rates)
+  form = dropout if dropout != "none" else "regular"
+  return model.parse(arch, (N_IN,), N_CLASSES, dropout=form)
 
 
 def setup_model(hidden, batch, dropout, seed=0):
-  sizes = ARCHS[hidden]
-  params = model.init(jax.random.key(seed), sizes, jnp.float64)
+  """(net, params, state, x, y, kwargs for model.forward / model.loss)."""
+  net, hyper = mlp_net(hidden, dropout)
+  params, state = model.init(jax.random.key(seed), net, jnp.float64)
   # Non-zero biases so that bias gradients and ReLU kinks are exercised.
   params = tuple(
-    model.Dense(layer.w, 0.1 * rand(seed + 10 + i, layer.b.shape[0]))
-    for i, layer in enumerate(params)
+    layers.WB(p.w, 0.1 * rand(seed + 10 + i, p.b.shape[0])) if p else p
+    for i, p in enumerate(params)
   )
-  x = rand(seed + 1, batch, sizes[0])
-  y = jax.random.randint(jax.random.key(seed + 2), (batch,), 0, sizes[-1])
-  kwargs = {}
-  if dropout != "none":
-    rates = jnp.linspace(0.5, 0.0, len(params))  # e.g. (0.5, 0.25, 0.0): last input unmasked
-    masks = model.dropout_masks(jax.random.key(seed + 3), params, batch, rates)
-    kwargs = dict(rates=rates, masks=masks, inverted=dropout == "inverted", train=True)
-  return params, x, y, kwargs
+  x = rand(seed + 1, batch, N_IN)
+  y = jax.random.randint(jax.random.key(seed + 2), (batch,), 0, N_CLASSES)
+  kwargs = dict(train=True, key=jax.random.key(seed + 3))
+  return net, params, state, x, y, hyper, kwargs
+
+
+def _grads(net, params, state, x, y, hyper, kwargs, **backward_kwargs):
+  _, cache, _ = model.forward(net, params, state, x, hyper, **kwargs)
+  return model.backward(net, params, cache, y, hyper, **backward_kwargs)
 
 
 CASES = [
@@ -219,24 +213,22 @@ CASES = [
 
 @pytest.mark.parametrize("hidden,batch,dropout,l2,softmax_grad", CASES)
 def test_model_backward_matches_autodiff(hidden, batch, dropout, l2, softmax_grad):
-  params, x, y, kwargs = setup_model(hidden, batch, dropout)
-  _, cache = model.forward(params, x, **kwargs)
-  grads = model.backward(params, cache, y, l2=jnp.asarray(l2), softmax_grad=softmax_grad)
-  expected = jax.grad(model.loss)(params, x, y, l2=l2, **kwargs)
+  net, params, state, x, y, hyper, kwargs = setup_model(hidden, batch, dropout)
+  grads = _grads(
+    net, params, state, x, y, hyper, kwargs, l2=jnp.asarray(l2), softmax_grad=softmax_grad
+  )
+  expected = jax.grad(model.loss, argnums=1)(net, params, state, x, y, hyper, l2=l2, **kwargs)
   assert_close(grads, expected, rtol=1e-9)
 
 
-def check_model_fd(params, x, y, kwargs, l2=0.0, weights=None, softmax_grad="fused"):
+def check_model_fd(net, params, state, x, y, hyper, kwargs, l2=0.0, weights=None, **bw):
   """Finite-difference check of model.backward as the VJP of model.loss w.r.t. params."""
 
   def f(params):
-    return model.loss(params, x, y, l2=l2, weights=weights, **kwargs)
+    return model.loss(net, params, state, x, y, hyper, l2=l2, weights=weights, **kwargs)
 
   def f_vjp(params):
-    _, cache = model.forward(params, x, **kwargs)
-    g = model.backward(
-      params, cache, y, weights=weights, l2=jnp.asarray(l2), softmax_grad=softmax_grad
-    )
+    g = _grads(net, params, state, x, y, hyper, kwargs, weights=weights, l2=jnp.asarray(l2), **bw)
     return f(params), lambda ct: (jax.tree.map(lambda a: ct * a, g),)
 
   check_vjp(f, f_vjp, (params,), atol=FD_TOL, rtol=FD_TOL, eps=FD_EPS)
@@ -246,51 +238,69 @@ def check_model_fd(params, x, y, kwargs, l2=0.0, weights=None, softmax_grad="fus
 @pytest.mark.parametrize("batch", [1, 50])
 @pytest.mark.parametrize("dropout", ["none", "regular", "inverted"])
 def test_model_backward_finite_differences(hidden, batch, dropout):
-  params, x, y, kwargs = setup_model(hidden, batch, dropout, seed=5)
-  check_model_fd(params, x, y, kwargs, l2=0.2)
+  check_model_fd(*setup_model(hidden, batch, dropout, seed=5), l2=0.2)
 
 
 def test_model_backward_with_sample_weights_partial_batch():
   """Padding rows (weight 0) contribute nothing: same grads as the batch without them."""
-  params, x, y, _ = setup_model(2, 10, "none")
+  net, params, state, x, y, hyper, kwargs = setup_model(2, 10, "none")
   w = jnp.asarray([1.0] * 7 + [0.0] * 3)
-  _, cache = model.forward(params, x)
-  padded = model.backward(params, cache, y, weights=w)
-  _, cache7 = model.forward(params, x[:7])
-  assert_close(padded, model.backward(params, cache7, y[:7]))
-  assert_close(padded, jax.grad(model.loss)(params, x, y, weights=w))
-  check_model_fd(params, x, y, {}, weights=w)
+  padded = _grads(net, params, state, x, y, hyper, kwargs, weights=w)
+  assert_close(padded, _grads(net, params, state, x[:7], y[:7], hyper, kwargs))
+  expected = jax.grad(model.loss, argnums=1)(net, params, state, x, y, hyper, weights=w, **kwargs)
+  assert_close(padded, expected)
+  check_model_fd(net, params, state, x, y, hyper, kwargs, weights=w)
 
 
-@pytest.mark.parametrize("inverted", [False, True])
-def test_model_backward_inference_dropout(inverted):
+@pytest.mark.parametrize("dropout", ["regular", "inverted"])
+def test_model_backward_inference_dropout(dropout):
   """Backward through the inference form of dropout (a constant scale) also matches autodiff."""
-  params, x, y, _ = setup_model(2, 5, "none")
-  kwargs = dict(rates=jnp.asarray([0.5, 0.5, 0.0]), inverted=inverted)
-  _, cache = model.forward(params, x, **kwargs)
-  assert_close(model.backward(params, cache, y), jax.grad(model.loss)(params, x, y, **kwargs))
+  net, params, state, x, y, hyper, _ = setup_model(2, 5, dropout)
+  grads = _grads(net, params, state, x, y, hyper, {})
+  assert_close(grads, jax.grad(model.loss, argnums=1)(net, params, state, x, y, hyper))
+
+
+def test_mlp_architecture_is_the_network_the_configs_always_built():
+  """No dropout layers when every rate is 0; one before each Dense layer otherwise."""
+  assert (
+    model.mlp_architecture((561,), (300, 100), (0, 0, 0)) == "dense300 relu dense100 relu dense"
+  )
+  assert model.mlp_architecture((32, 32, 3), (400,), (0.2, 0.5)) == (
+    "flatten dropout0.2 dense400 relu dropout0.5 dense"
+  )
+  net, hyper = model.parse("dropout0.5 dense300 relu dropout0 dense", (561,), 6)
+  assert [type(layer).__name__ for layer in net.layers] == [
+    "Dropout",
+    "Dense",
+    "ReLU",
+    "Dropout",
+    "Dense",
+  ]
+  assert hyper == (0.5, (), (), 0.0, ()) and net.num_classes == 6
+  assert net.describe(hyper) == ("dropout0.5/regular dense300 relu dropout0/regular dense6")
+  with pytest.raises(ValueError, match="one rate per Dense-layer input"):
+    model.mlp_architecture((561,), (300, 100), (0.5, 0.5))
 
 
 def test_l2_penalty_and_grad():
-  params, *_ = setup_model(2, 1, "none")
+  net, params, *_ = setup_model(2, 1, "none")
   l2 = jnp.asarray(0.7)
-  expected = 0.35 * sum(float(jnp.sum(layer.w**2)) for layer in params)
+  dense = [p for p in params if p]
+  expected = 0.35 * sum(float(jnp.sum(p.w**2)) for p in dense)
   np.testing.assert_allclose(model.l2_penalty(params, l2), expected, rtol=1e-12)
   assert_close(model.l2_grad(params, l2), jax.grad(model.l2_penalty)(params, l2))
-  assert all(float(jnp.abs(g.b).max()) == 0 for g in model.l2_grad(params, l2))
+  assert all(float(jnp.abs(g.b).max()) == 0 for g in model.l2_grad(params, l2) if g)
 
 
 def test_init_is_he_and_deterministic():
-  sizes = (400, 300, 6)
-  a = model.init(jax.random.key(7), sizes)
-  b = model.init(jax.random.key(7), sizes)
-  c = model.init(jax.random.key(8), sizes)
+  net, _ = model.parse("dense300 relu dense", (400,), 6)
+  (a, _), (b, _), (c, _) = (model.init(jax.random.key(k), net) for k in (7, 7, 8))
   assert_close(a, b, rtol=0, atol=0)
   assert not np.allclose(a[0].w, c[0].w)
-  assert model.sizes_of(a) == sizes
-  for layer, fan_in in zip(a, sizes[:-1], strict=True):
-    np.testing.assert_allclose(float(jnp.std(layer.w)), np.sqrt(2 / fan_in), rtol=0.05)
-    assert float(jnp.abs(layer.b).max()) == 0
+  assert [p.w.shape for p in a if p] == [(400, 300), (300, 6)]
+  for p, fan_in in zip([p for p in a if p], (400, 300), strict=True):
+    np.testing.assert_allclose(float(jnp.std(p.w)), np.sqrt(2 / fan_in), rtol=0.05)
+    assert float(jnp.abs(p.b).max()) == 0
 
 
 # -------------------------------------------------------------- planted wrong gradients fail
@@ -330,10 +340,10 @@ MUTANTS = {
 }
 
 
-def _autodiff_check(params, x, y, kwargs, softmax_grad):
-  _, cache = model.forward(params, x, **kwargs)
-  grads = model.backward(params, cache, y, softmax_grad=softmax_grad)
-  assert_close(grads, jax.grad(model.loss)(params, x, y, **kwargs), rtol=1e-9)
+def _autodiff_check(net, params, state, x, y, hyper, kwargs, softmax_grad):
+  grads = _grads(net, params, state, x, y, hyper, kwargs, softmax_grad=softmax_grad)
+  expected = jax.grad(model.loss, argnums=1)(net, params, state, x, y, hyper, **kwargs)
+  assert_close(grads, expected, rtol=1e-9)
 
 
 def _fails(check, *args) -> bool:

@@ -80,8 +80,9 @@ def test_topk_in_table_matches_the_saved_model(finished, har_dir):
   run = sweep.expand(cfg)[0]
   model = checkpoint.load(study.run_dir(workdir, run) / "model")
   checkpoint.check_compatible(model, dataset="har", input_dim=561)
-  spec = sweep.spec_of(run.config, data.num_inputs, data.num_classes)
-  logp = train.log_probs(spec, model.params, sweep.hyper_of(run.config), data.tests["test"][0])
+  spec = sweep.spec_of(run.config, data.input_shape, data.num_classes)
+  hyper = sweep.hyper_of(run.config, data.input_shape, data.num_classes)
+  logp = train.log_probs(spec, model.params, model.state, hyper, data.tests["test"][0])
   acc = float(np.mean(logp.argmax(1) == data.tests["test"][1]))
   np.testing.assert_allclose(float(rows[run.name]["Top-1"]), acc, rtol=1e-6)
   assert model.meta["class_names"][0] == "WALKING"
@@ -225,6 +226,7 @@ def test_runs_saved_before_subject_norm_existed_resume_as_none(finished, har_dir
   for path in workdir.glob("runs/*/*/result.json"):
     result = json.loads(path.read_text())
     del result["config"]["data"]["subject_norm"]  # as written before the field was added
+    del result["config"]["model"]["layers"]  # ... and before layers were modules
     path.write_text(json.dumps(result))
   cfg = quick_config()
   with pytest.raises(study.StudyError, match="different config"):
@@ -233,6 +235,10 @@ def test_runs_saved_before_subject_norm_existed_resume_as_none(finished, har_dir
   lines = []
   study.run_study(cfg, workdir, data_dir=str(har_dir), log=lines.append)
   assert any("9 of 9 runs already finished" in line for line in lines)
+  # A field added since (model.layers) is implied only at the value those runs had: "" = MLP.
+  cfg.model.layers = "dense8 relu dense"
+  with pytest.raises(study.StudyError, match="different config"):
+    study.run_study(cfg, workdir, data_dir=str(har_dir), log=lambda s: None)
 
 
 def test_inference_matches_the_study(finished, har_dir):

@@ -11,10 +11,9 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from configs import cifar10_mlp, cifar10_overfit, fer2013_mlp
-from mlp import checkpoint, inference, study, sweep
+from configs import cifar10_mlp, cifar10_overfit, fer2013_cnn, fer2013_mlp
+from mlp import checkpoint, inference, layers, model, study, sweep
 from mlp.data import DataError, cifar10, images
-from mlp.model import Dense
 from tests.data_fixtures import write_fake_cifar, write_fake_fer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,16 +47,19 @@ def run_module(module, *args, env=None):
   )
 
 
-@pytest.mark.parametrize("module", [cifar10_overfit, cifar10_mlp, fer2013_mlp])
-@pytest.mark.parametrize("variant", [None, "quick"])
+@pytest.mark.parametrize(
+  "module,variant",
+  [(m, v) for m in (cifar10_overfit, cifar10_mlp, fer2013_mlp) for v in (None, "quick")]
+  + [(fer2013_cnn, v) for v in (None, "quick", "study", "large")],
+)
 def test_configs_expand_to_one_run(module, variant):
   cfg = module.get_config(variant)
   runs = sweep.expand(cfg)
   assert len(runs) == 1 and runs[0].name == cfg.name
-  inputs = 48 * 48 if cfg.data.name == "fer2013" else 32 * 32 * 3
+  shape = (48, 48, 1) if cfg.data.name == "fer2013" else (32, 32, 3)
   classes = 7 if cfg.data.name == "fer2013" else 10
-  spec = sweep.spec_of(runs[0].config, inputs, classes)
-  assert spec.sizes[0] == inputs and spec.sizes[-1] == classes
+  spec = sweep.spec_of(runs[0].config, shape, classes)
+  assert spec.net.input_shape == shape and spec.net.num_classes == classes
   with pytest.raises(ValueError, match="unknown variant"):
     module.get_config("nope")
 
@@ -203,21 +205,21 @@ def test_predict_rejects_bad_models(overfit, tmp_path, capsys):
   # A HAR model takes 561 features, not images.
   har = tmp_path / "har" / "model"
   rng = np.random.default_rng(0)
-  params = [
-    Dense(rng.normal(size=(561, 8)).astype(np.float32), np.zeros(8, np.float32)),
-    Dense(rng.normal(size=(8, 6)).astype(np.float32), np.zeros(6, np.float32)),
-  ]
+  net, _ = model.parse("dense8 relu dense", (561,), 6)
+  params = (
+    layers.WB(rng.normal(size=(561, 8)).astype(np.float32), np.zeros(8, np.float32)),
+    (),
+    layers.WB(rng.normal(size=(8, 6)).astype(np.float32), np.zeros(6, np.float32)),
+  )
   checkpoint.save(
     har,
+    net,
     params,
     config={"data": {"name": "har"}},
     meta={
       "dataset": "har",
       "class_names": [f"c{i}" for i in range(6)],
       "input_shape": [561],
-      "sizes": [561, 8, 6],
-      "dropout": "none",
-      "dropout_rates": [0.0, 0.0],
       "preprocess": "raw",
     },
   )
@@ -235,9 +237,9 @@ def test_predict_rejects_bad_models(overfit, tmp_path, capsys):
   # Missing and corrupt models, through predict's main in-process (a subprocess is slow).
   from experiments import predict
 
-  for model, message in [(tmp_path / "nowhere" / "model", "no model at"), (bad, "corrupt")]:
+  for path, message in [(tmp_path / "nowhere" / "model", "no model at"), (bad, "corrupt")]:
     flags.FLAGS.unparse_flags()
-    flags.FLAGS(["predict", f"--model={model}", f"--images={folder}"])
+    flags.FLAGS(["predict", f"--model={path}", f"--images={folder}"])
     with pytest.raises(SystemExit) as exit_info:
       predict.main(["predict"])
     assert exit_info.value.code == 2
@@ -274,11 +276,56 @@ def test_fer2013_quick_study_tests_on_public_and_private(tmp_path):
   for split in ("val", "PublicTest", "PrivateTest"):
     assert (rdir / "eval" / split / "report.md").exists()
   lm = inference.load_model(rdir / "model")
-  assert lm.input_shape == (48, 48, 1) and lm.spec.dropout == "inverted"
+  assert lm.input_shape == (48, 48, 1) and "dropout0.5/inverted" in lm.spec.net.describe(
+    lm.hyper.layers
+  )
   assert inference.require_image_model(lm) == ((48, 48), 1)
   x, y = inference.split_data(lm, "PrivateTest", str(tmp_path / "data"))
   acc = float(np.mean(inference.probabilities(lm, x).argmax(1) == y))
   assert acc == pytest.approx(results[0]["tests"]["PrivateTest"]["topk"][0])
+
+
+def test_fer2013_cnn_quick_study_evaluate_and_predict(tmp_path):
+  """The CNN counterpart of the study's test_deep_fer_model: train (with batch norm, dropout and
+  augmentation), save, reload, and classify through evaluate and predict."""
+  write_fake_fer(tmp_path / "data", n=140)
+  cfg = fer2013_cnn.get_config("quick")
+  results = study.run_study(cfg, tmp_path / "w", data_dir=str(tmp_path / "data"), log=lambda s: 0)
+  rdir = study.run_dir(tmp_path / "w", sweep.expand(cfg)[0])
+  assert "| Layers |" in (tmp_path / "w" / "results.md").read_text()
+  assert "conv4 bn relu maxpool5/s2" in (tmp_path / "w" / "results.md").read_text()
+  lm = inference.load_model(rdir)
+  assert lm.spec.net.layers[0] == layers.Conv2D(4, (3, 3), 1, "same")
+  bn = [i for i, layer in enumerate(lm.spec.net.layers) if layer.kind == "bn"]
+  assert np.abs(lm.model.state[bn[0]].mean).max() > 0  # the running statistics were saved
+  x, y = inference.split_data(lm, "PublicTest", str(tmp_path / "data"))
+  acc = float(np.mean(inference.probabilities(lm, x).argmax(1) == y))
+  assert acc == pytest.approx(results[0]["tests"]["PublicTest"]["topk"][0])
+  r = run_module(
+    "experiments.evaluate",
+    f"--model={rdir}",
+    "--split=PublicTest",
+    f"--data_dir={tmp_path / 'data'}",
+    f"--out={tmp_path / 'report'}",
+  )
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert f"accuracy {acc:.4f}" in r.stdout
+  folder = tmp_path / "faces"
+  folder.mkdir()
+  raw = fer2013_faces(tmp_path / "data")
+  for i in range(3):
+    Image.fromarray(raw[i, :, :, 0]).save(folder / f"face{i}.png")
+  r = run_module("experiments.predict", f"--model={rdir}", f"--images={folder}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  lines = [ln.split("\t") for ln in r.stdout.splitlines() if ln.count("\t") == 2]
+  probs = inference.predict_images(lm, raw[:3])
+  assert [ln[1] for ln in lines] == [lm.class_names[k] for k in probs.argmax(1)]
+
+
+def fer2013_faces(data_dir: Path) -> np.ndarray:
+  from mlp.data import fer2013
+
+  return fer2013.load(str(data_dir)).tests["PublicTest"][0]
 
 
 def test_flip_train_adds_mirror_images(cifar_dir):

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from mlp import model, optim, train
+from mlp import layers, model, optim, train
 
 
 def blobs(n, d=12, c=3, seed=0, noise=1.0):
@@ -19,10 +19,28 @@ def blobs(n, d=12, c=3, seed=0, noise=1.0):
   return (centers[y] + noise * rng.normal(size=(n, d))).astype(np.float32), y.astype(np.int32)
 
 
+def mlp(n_in=12, hidden=(8,), classes=3, dropout="none"):
+  """An MLP network; with dropout, a dropout layer before every Dense layer (rates in the hyper)."""
+  rates = (0.1 if dropout != "none" else 0.0,) * (len(hidden) + 1)
+  arch = model.mlp_architecture((n_in,), hidden, rates)
+  return model.parse(arch, (n_in,), classes, dropout="regular" if dropout == "none" else dropout)[0]
+
+
+def spec(batch_size, n_in=12, hidden=(8,), classes=3, dropout="none", **kwargs):
+  return train.Spec(net=mlp(n_in, hidden, classes, dropout), batch_size=batch_size, **kwargs)
+
+
+def layer_hyper(net, rates=()):
+  """Per-layer hyperparameters: ``rates`` for the dropout layers in order, defaults elsewhere."""
+  it = iter(rates)
+  return tuple(next(it) if layer.kind == "dropout" else layer.hyper for layer in net.layers)
+
+
 def test_optax_path_equals_eq4_written_out():
   """W <- W + dW + mu dW_prev;  dW_prev <- dW + mu dW_prev,  with dW = -eta (g + lambda W)."""
   with jax.enable_x64(True):
-    params = model.init(jax.random.key(0), (5, 4, 3), jnp.float64)
+    params, _ = model.init(jax.random.key(0), mlp(5, (4,), 3), jnp.float64)
+    params = tuple(p for p in params if p)  # the Dense layers' WB
     lr, mu, l2 = 0.05, 0.09, 0.01
     tx = optim.heavy_ball(jnp.asarray(lr), jnp.asarray(mu), jnp.asarray(l2))
     state = tx.init(params)
@@ -39,8 +57,8 @@ def test_optax_path_equals_eq4_written_out():
       for layer, g, dprev in zip(lit_params, grads, prev, strict=True):
         dw = -lr * (g.w + l2 * layer.w)  # L2 on weights only
         db = -lr * g.b
-        new_lit.append(model.Dense(layer.w + dw + mu * dprev.w, layer.b + db + mu * dprev.b))
-        new_prev.append(model.Dense(dw + mu * dprev.w, db + mu * dprev.b))
+        new_lit.append(layers.WB(layer.w + dw + mu * dprev.w, layer.b + db + mu * dprev.b))
+        new_prev.append(layers.WB(dw + mu * dprev.w, db + mu * dprev.b))
       lit_params, prev = tuple(new_lit), tuple(new_prev)
     for a, b in zip(jax.tree.leaves(opt_params), jax.tree.leaves(lit_params), strict=True):
       np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
@@ -57,12 +75,13 @@ def test_epoch_equals_reference_loop_with_partial_batch(n, batch_size):
   with jax.enable_x64(True):
     x, y = blobs(n, d=6, c=3, seed=1)
     x = jnp.asarray(x, jnp.float64)
-    spec = train.Spec(sizes=(6, 5, 3), batch_size=batch_size)
-    params = model.init(jax.random.key(3), spec.sizes, jnp.float64)
-    hyper = train.Hyper(*(jnp.asarray(v) for v in (0.1, 0.5, 0.01, 0.9)), jnp.zeros(2))
+    sp = spec(batch_size, 6, (5,), 3)
+    net = sp.net
+    params, state = model.init(jax.random.key(3), net, jnp.float64)
+    hyper = train.Hyper(*(jnp.asarray(v) for v in (0.1, 0.5, 0.01, 0.9)), layer_hyper(net))
     key, epoch = jax.random.key(4), jnp.asarray(2)
-    out, _, mean_loss = train._train_epoch(
-      spec, params, optim.init_state(params), hyper, key, epoch, x, jnp.asarray(y)
+    out, _, _, mean_loss = train._train_epoch(
+      sp, params, state, optim.init_state(params), hyper, key, epoch, x, jnp.asarray(y)
     )
     # Reference: same permutation, last batch shorter, literal Eq. 4 with eta decayed twice.
     epoch_key = jax.random.fold_in(key, epoch)
@@ -72,7 +91,9 @@ def test_epoch_equals_reference_loop_with_partial_batch(n, batch_size):
     steps = math.ceil(n / batch_size)
     for s in range(steps):
       idx = perm[s * batch_size : (s + 1) * batch_size]
-      loss, g = jax.value_and_grad(model.loss)(ref, x[idx], jnp.asarray(y)[idx], l2=0.01)
+      loss, g = jax.value_and_grad(model.loss, argnums=1)(
+        net, ref, state, x[idx], jnp.asarray(y)[idx], hyper.layers, l2=0.01
+      )
       total += float(loss - model.l2_penalty(ref, 0.01)) * len(idx)
       velocity = jax.tree.map(lambda g, v: -lr * g + 0.5 * v, g, velocity)
       ref = jax.tree.map(jnp.add, ref, velocity)
@@ -81,35 +102,38 @@ def test_epoch_equals_reference_loop_with_partial_batch(n, batch_size):
     np.testing.assert_allclose(float(mean_loss), total / n, rtol=1e-10)
 
 
-def _hypers(lrs, dropout=(0.0, 0.0)):
+def _hypers(sp, lrs, dropout=()):
+  per_layer = layer_hyper(sp.net, dropout)
   return train.stack(
-    [train.make_hyper(learning_rate=lr, momentum=0.5, dropout=dropout) for lr in lrs]
+    [train.make_hyper(learning_rate=lr, momentum=0.5, layers=per_layer) for lr in lrs]
   )
 
 
 def test_no_recompile_when_only_hyperparameter_values_change():
   x, y = blobs(64)
-  spec = train.Spec(sizes=(12, 8, 3), batch_size=16, dropout="inverted")
+  sp = spec(16, dropout="inverted")
   keys = jax.random.split(jax.random.key(0), 1)
   data = (x, y, x[:16], y[:16])
-  train.fit(spec, _hypers([0.1], (0.2, 0.1)), keys, data, max_epochs=1)
+  train.fit(sp, _hypers(sp, [0.1], (0.2, 0.1)), keys, data, max_epochs=1)
   sizes = train.population_epoch._cache_size(), train.population_evaluate._cache_size()
   for lr, rates in [(0.01, (0.0, 0.5)), (0.3, (0.4, 0.0))]:
-    train.fit(spec, _hypers([lr], rates), keys, data, max_epochs=2)
+    train.fit(sp, _hypers(sp, [lr], rates), keys, data, max_epochs=2)
   assert (train.population_epoch._cache_size(), train.population_evaluate._cache_size()) == sizes
   # ...while a new static shape does compile a new program (so the counter can move).
-  train.fit(train.Spec(sizes=(12, 8, 3), batch_size=8), _hypers([0.1]), keys, data, max_epochs=1)
+  other = spec(8)
+  train.fit(other, _hypers(other, [0.1]), keys, data, max_epochs=1)
   assert train.population_epoch._cache_size() == sizes[0] + 1
 
 
 def test_same_seed_same_numbers():
   x, y = blobs(60)
-  spec = train.Spec(sizes=(12, 8, 3), batch_size=7, dropout="regular")
+  sp = spec(7, dropout="regular")
   keys = jax.random.split(jax.random.key(5), 1)
-  a = train.fit(spec, _hypers([0.05], (0.3, 0.3)), keys, (x, y, x, y), max_epochs=3)
-  b = train.fit(spec, _hypers([0.05], (0.3, 0.3)), keys, (x, y, x, y), max_epochs=3)
+  hyper = _hypers(sp, [0.05], (0.3, 0.3))
+  a = train.fit(sp, hyper, keys, (x, y, x, y), max_epochs=3)
+  b = train.fit(sp, hyper, keys, (x, y, x, y), max_epochs=3)
   other = jax.random.split(jax.random.key(6), 1)
-  c = train.fit(spec, _hypers([0.05], (0.3, 0.3)), other, (x, y, x, y), max_epochs=3)
+  c = train.fit(sp, hyper, other, (x, y, x, y), max_epochs=3)
   assert a.history == b.history
   for p, q in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
     np.testing.assert_array_equal(p, q)
@@ -119,10 +143,12 @@ def test_same_seed_same_numbers():
 def test_population_of_three_equals_three_single_runs():
   x, y = blobs(90, seed=2)
   xv, yv = blobs(30, seed=3)
-  spec = train.Spec(sizes=(12, 10, 3), batch_size=8, dropout="inverted")
+  spec = train.Spec(net=mlp(12, (10,), 3, "inverted"), batch_size=8)
   hyper = train.stack(
     [
-      train.make_hyper(learning_rate=lr, momentum=mu, l2=l2, lr_decay=dec, dropout=(r, 0.0))
+      train.make_hyper(
+        learning_rate=lr, momentum=mu, l2=l2, lr_decay=dec, layers=layer_hyper(spec.net, (r, 0.0))
+      )
       for lr, mu, l2, dec, r in [
         (0.05, 0.0, 0.0, 1.0, 0.0),
         (0.02, 0.5, 1e-3, 0.9, 0.2),
@@ -161,9 +187,9 @@ def test_population_of_three_equals_three_single_runs():
 def test_learns_blobs():
   x, y = blobs(300, noise=0.5)
   xv, yv = blobs(100, noise=0.5, seed=9)
-  spec = train.Spec(sizes=(12, 16, 3), batch_size=10)
+  sp = spec(10, hidden=(16,))
   res = train.fit(
-    spec, _hypers([0.05]), jax.random.split(jax.random.key(0), 1), (x, y, xv, yv), max_epochs=5
+    sp, _hypers(sp, [0.05]), jax.random.split(jax.random.key(0), 1), (x, y, xv, yv), max_epochs=5
   )
   assert res.history[0]["val_acc"][-1] > 0.9
   assert res.history[0]["train_loss"][-1] < res.history[0]["train_loss"][0]
@@ -173,10 +199,10 @@ def test_gap_stopping_waits_for_min_epoch_then_stops():
   # Tiny training set, larger noisy val set: the train/val gap opens quickly.
   x, y = blobs(12, noise=2.0)
   xv, yv = blobs(200, noise=2.0, seed=4)
-  spec = train.Spec(sizes=(12, 32, 3), batch_size=4)
+  sp = spec(4, hidden=(32,))
   res = train.fit(
-    spec,
-    _hypers([0.1]),
+    sp,
+    _hypers(sp, [0.1]),
     jax.random.split(jax.random.key(0), 1),
     (x, y, xv, yv),
     max_epochs=30,
@@ -194,11 +220,11 @@ def test_gap_stopping_waits_for_min_epoch_then_stops():
 def test_patience_stops_and_restores_best_epoch():
   x, y = blobs(12, noise=2.0)
   xv, yv = blobs(200, noise=2.0, seed=4)
-  spec = train.Spec(sizes=(12, 32, 3), batch_size=4)
+  sp = spec(4, hidden=(32,))
   keys = jax.random.split(jax.random.key(0), 1)
   res = train.fit(
-    spec,
-    _hypers([0.1]),
+    sp,
+    _hypers(sp, [0.1]),
     keys,
     (x, y, xv, yv),
     max_epochs=60,
@@ -208,18 +234,21 @@ def test_patience_stops_and_restores_best_epoch():
   assert res.stop_reason == ["patience"]
   best = int(np.argmin(h["val_loss"]))
   assert len(h["val_loss"]) == best + 1 + 3
-  hyper1 = jax.tree.map(lambda a: a[0], _hypers([0.1]))
-  params = jax.tree.map(lambda a: a[0], res.params)
-  logp = train.log_probs(spec, params, hyper1, xv)
+  hyper1 = jax.tree.map(lambda a: a[0], _hypers(sp, [0.1]))
+  params, state = jax.tree.map(lambda a: a[0], (res.params, res.state))
+  logp = train.log_probs(sp, params, state, hyper1, xv)
   restored_loss = -np.mean(logp[np.arange(len(yv)), yv])
   np.testing.assert_allclose(restored_loss, h["val_loss"][best], rtol=1e-5)
 
 
 def test_diverged_run_is_marked_and_others_continue():
   x, y = blobs(40)
-  spec = train.Spec(sizes=(12, 8, 3), batch_size=4)
+  spec = train.Spec(net=mlp(), batch_size=4)
   hyper = train.stack(
-    [train.make_hyper(learning_rate=lr, momentum=0.9, dropout=(0, 0)) for lr in (1e30, 0.01)]
+    [
+      train.make_hyper(learning_rate=lr, momentum=0.9, layers=layer_hyper(spec.net))
+      for lr in (1e30, 0.01)
+    ]
   )
   res = train.fit(spec, hyper, jax.random.split(jax.random.key(0), 2), (x, y, x, y), max_epochs=4)
   assert res.stop_reason[0] == "diverged"
@@ -233,18 +262,23 @@ def test_make_hyper_rejects_bad_values():
     dict(momentum=1.0),
     dict(l2=-1),
     dict(lr_decay=1.5),
-    dict(dropout=(1.0, 0)),
   ]:
-    kwargs = dict(learning_rate=0.1, dropout=(0, 0)) | bad
+    kwargs = dict(learning_rate=0.1) | bad
     with pytest.raises(ValueError):
       train.make_hyper(**kwargs)
+  with pytest.raises(ValueError, match="dropout rates must be in"):
+    model.parse("dropout1.0 dense", (4,), 2)
 
 
 def test_spec_rejects_bad_values():
-  with pytest.raises(ValueError, match="dropout"):
-    train.Spec(sizes=(2, 2), batch_size=1, dropout="spatial")
+  with pytest.raises(ValueError, match="softmax_grad"):
+    spec(1, softmax_grad="approx")
   with pytest.raises(ValueError, match="batch_size"):
-    train.Spec(sizes=(2, 2), batch_size=0)
+    spec(0)
+  with pytest.raises(ValueError, match="needs image inputs"):
+    spec(4, flip=True)
+  with pytest.raises(ValueError, match="shift must be >= 0"):
+    train.Spec(net=model.parse("flatten dense", (4, 4, 1), 2)[0], batch_size=1, shift=-1)
   with pytest.raises(ValueError, match="early stopping"):
     train.Stopping(kind="sometimes").validate()
 
@@ -252,15 +286,173 @@ def test_spec_rejects_bad_values():
 def test_patience_on_validation_accuracy_restores_best_accuracy_epoch():
   x, y = blobs(12, noise=2.0)
   xv, yv = blobs(200, noise=2.0, seed=4)
-  spec = train.Spec(sizes=(12, 32, 3), batch_size=4)
+  sp = spec(4, hidden=(32,))
   keys = jax.random.split(jax.random.key(0), 1)
   stopping = train.Stopping(kind="patience", patience=3, monitor="val_acc")
-  res = train.fit(spec, _hypers([0.1]), keys, (x, y, xv, yv), max_epochs=60, stopping=stopping)
+  res = train.fit(sp, _hypers(sp, [0.1]), keys, (x, y, xv, yv), max_epochs=60, stopping=stopping)
   h = res.history[0]
   best = int(np.argmax(h["val_acc"]))  # first epoch reaching the maximum
   assert res.stop_reason == ["patience"] and len(h["val_acc"]) == best + 1 + 3
-  hyper1 = jax.tree.map(lambda a: a[0], _hypers([0.1]))
-  logp = train.log_probs(spec, jax.tree.map(lambda a: a[0], res.params), hyper1, xv)
+  hyper1 = jax.tree.map(lambda a: a[0], _hypers(sp, [0.1]))
+  params, state = jax.tree.map(lambda a: a[0], (res.params, res.state))
+  logp = train.log_probs(sp, params, state, hyper1, xv)
   np.testing.assert_allclose(np.mean(logp.argmax(1) == yv), h["val_acc"][best], rtol=1e-6)
   with pytest.raises(ValueError, match="monitor"):
     train.Stopping(kind="patience", monitor="train_acc").validate()
+
+
+# ------------------------------------------------------------------------------- CNNs
+
+CNN = (
+  "conv3 bn relu maxpool3/s2 conv4/3x3/s2/valid relu avgpool2/s1 flatten dropout0.3 dense5 bn "
+  "relu dense"
+)
+
+
+def images(n, seed=0, size=11, c=2, classes=3):
+  """Flat rows of (size, size, c) images whose class sets the mean of one quadrant."""
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, classes, n)
+  x = rng.normal(size=(n, size, size, c)) * 0.5
+  for k in range(classes):
+    x[y == k, : size // 2, : size // 2, :] += k
+  return x.reshape(n, -1).astype(np.float32), y.astype(np.int32)
+
+
+def cnn_spec(batch_size=8, **kwargs):
+  return train.Spec(
+    net=model.parse(CNN, (11, 11, 2), 3, dropout="inverted")[0], batch_size=batch_size, **kwargs
+  )
+
+
+def cnn_hypers(sp, rows):
+  """One Hyper per (lr, dropout rate, bn momentum) row, stacked."""
+  return train.stack(
+    [
+      train.make_hyper(
+        learning_rate=lr,
+        momentum=0.9,
+        layers=tuple(
+          rate if layer.kind == "dropout" else bn if layer.kind == "bn" else layer.hyper
+          for layer in sp.net.layers
+        ),
+      )
+      for lr, rate, bn in rows
+    ]
+  )
+
+
+def test_cnn_population_equals_single_runs_and_threads_batchnorm_state():
+  x, y = images(64)
+  xv, yv = images(32, seed=1)
+  sp = cnn_spec(flip=True, shift=1)
+  hyper = cnn_hypers(sp, [(0.05, 0.3, 0.9), (0.02, 0.0, 0.5)])
+  keys = jax.random.split(jax.random.key(2), 2)
+  pop = train.fit(sp, hyper, keys, (x, y, xv, yv), max_epochs=3, vectorize=True)
+  for i in range(2):
+    one = train.fit(
+      sp,
+      jax.tree.map(lambda a, i=i: a[i : i + 1], hyper),
+      keys[i : i + 1],
+      (x, y, xv, yv),
+      max_epochs=3,
+      vectorize=False,
+    )
+    for name, values in one.history[0].items():
+      np.testing.assert_allclose(values, pop.history[i][name], rtol=1e-4, atol=1e-5, err_msg=name)
+    for p, q in zip(jax.tree.leaves(one.state), jax.tree.leaves(pop.state), strict=True):
+      np.testing.assert_allclose(p[0], q[i], rtol=1e-4, atol=1e-5)
+  # The running statistics moved away from their start (mean 0, var 1) during training.
+  bn = [i for i, layer in enumerate(sp.net.layers) if layer.kind == "bn"]
+  assert all(np.abs(pop.state[i].mean).max() > 1e-3 for i in bn)
+  # Evaluation uses them: log_probs with the trained state reproduces the last val accuracy.
+  params, state = jax.tree.map(lambda a: a[0], (pop.params, pop.state))
+  logp = train.log_probs(sp, params, state, jax.tree.map(lambda a: a[0], hyper), xv)
+  np.testing.assert_allclose(np.mean(logp.argmax(1) == yv), pop.history[0]["val_acc"][-1])
+
+
+def test_cnn_patience_restores_the_best_epochs_params_and_batchnorm_state():
+  x, y = images(48, seed=3)
+  xv, yv = images(64, seed=4)
+  sp = cnn_spec()
+  hyper = cnn_hypers(sp, [(0.3, 0.3, 0.5)])
+  stopping = train.Stopping(kind="patience", patience=2, monitor="val_loss")
+  keys = jax.random.split(jax.random.key(0), 1)
+  res = train.fit(sp, hyper, keys, (x, y, xv, yv), max_epochs=30, stopping=stopping)
+  h = res.history[0]
+  best = int(np.argmin(h["val_loss"]))
+  assert res.stop_reason == ["patience"] and best < len(h["val_loss"]) - 1
+  params, state = jax.tree.map(lambda a: a[0], (res.params, res.state))
+  logp = train.log_probs(sp, params, state, jax.tree.map(lambda a: a[0], hyper), xv)
+  np.testing.assert_allclose(-np.mean(logp[np.arange(len(yv)), yv]), h["val_loss"][best], rtol=1e-5)
+
+
+def test_batchnorm_state_is_not_touched_by_the_optimizer_or_l2():
+  """An epoch at learning rate ~0 leaves the params but still updates the running statistics
+  exactly as the forward pass does; L2 and heavy-ball only see params."""
+  x, y = images(16)
+  sp = cnn_spec(batch_size=16)
+  net = sp.net
+  params, state = model.init(jax.random.key(0), net)
+  hyper = train.make_hyper(
+    learning_rate=1e-30, l2=0.5, layers=cnn_hypers(sp, [(1, 0.0, 0.5)]).layers
+  )
+  hyper = jax.tree.map(lambda a: jnp.asarray(a[0]) if np.ndim(a) else jnp.asarray(a), hyper)
+  new_params, new_state, _, _ = train._train_epoch(
+    sp,
+    params,
+    state,
+    optim.init_state(params),
+    hyper,
+    jax.random.key(1),
+    0,
+    jnp.asarray(x),
+    jnp.asarray(y),
+  )
+  for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(new_params), strict=True):
+    np.testing.assert_allclose(p, q, atol=1e-20)
+  bn = [i for i, layer in enumerate(net.layers) if layer.kind == "bn"]
+  first = net.layers[bn[0]]
+  conv = net.layers[0].forward(
+    params[0], (), (), jnp.asarray(x).reshape(16, 11, 11, 2), True, None
+  )[0]
+  _, _, expected = first.forward(params[1], state[1], 0.5, conv, True, None)
+  np.testing.assert_allclose(new_state[1].mean, expected.mean, rtol=1e-5, atol=1e-7)
+  assert optim.init_state(params).previous is not None  # the optimizer state mirrors params only
+  assert jax.tree.structure(optim.init_state(params).previous) == jax.tree.structure(params)
+
+
+def test_cnn_no_recompile_for_new_rates_momenta_or_learning_rates():
+  x, y = images(32)
+  sp = cnn_spec()
+  keys = jax.random.split(jax.random.key(0), 1)
+  data = (x, y, x[:8], y[:8])
+  train.fit(sp, cnn_hypers(sp, [(0.1, 0.2, 0.9)]), keys, data, max_epochs=1)
+  sizes = train.population_epoch._cache_size(), train.population_evaluate._cache_size()
+  for row in [(0.01, 0.5, 0.99), (0.3, 0.0, 0.1)]:
+    train.fit(sp, cnn_hypers(sp, [row]), keys, data, max_epochs=1)
+  assert (train.population_epoch._cache_size(), train.population_evaluate._cache_size()) == sizes
+
+
+def test_augment_flips_and_shifts_within_k_pixels():
+  sp = train.Spec(
+    net=model.parse("flatten dense", (5, 6, 1), 2)[0], batch_size=4, flip=True, shift=2
+  )
+  img = np.arange(30, dtype=np.float32).reshape(1, 5, 6, 1) + 1
+  x = jnp.asarray(np.repeat(img, 200, 0).reshape(200, -1))
+  out = np.asarray(train.augment(sp, jax.random.key(0), x)).reshape(200, 5, 6)
+  flips = shifts = 0
+  for o in out:
+    matches = [
+      (flip, (dy, dx))
+      for flip, source in enumerate((img[0, :, :, 0], img[0, :, ::-1, 0]))
+      for dy in range(5)
+      for dx in range(5)
+      if np.array_equal(np.pad(source, 2)[dy : dy + 5, dx : dx + 6], o)
+    ]
+    assert matches, "an augmented image is not a flip + shift of the original within 2 pixels"
+    flips += matches[0][0]
+    shifts += matches[0][1] != (2, 2)
+  assert 60 < flips < 140 and shifts > 150  # both happen, about half the images mirrored
+  none = train.Spec(net=sp.net, batch_size=4)
+  np.testing.assert_array_equal(train.augment(none, jax.random.key(0), x), x)

@@ -1,0 +1,99 @@
+"""FER2013 CNNs: the image study's Keras CNN (``:study``), a stronger one (default), a GPU one.
+
+``:study`` is the CNN the study describes: convolutions with pooling, the first pooling window 5x5,
+the later ones 3x3, stride 2, no padding. What it leaves out is taken from the Keras FER2013
+example it follows: conv64 5x5, max-pool 5x5/2, two conv64 3x3, avg-pool 3x3/2, two conv128 3x3,
+avg-pool 3x3/2, two dense 1024 with dropout 0.2, every convolution unpadded. Its optimiser (Adam)
+is not in the codebase yet: heavy-ball SGD, momentum 0.9, batch 128, lr 0.01, decay 0.95 per
+epoch, 20 epochs (about 45 minutes here), patience 6 on validation accuracy.
+
+The default adds batch norm after every convolution and the hidden dense layer, ``same`` padding,
+2x2 max-pooling, inverted dropout 0.5 and augmentation (random mirror, shifts of up to 4 pixels),
+sized to train within 45 minutes on the 2-core CPU (11.9 M multiply-adds per image). ``:large``
+doubles every block and widens it (474.6 M multiply-adds per image, 40x the default: about 40
+minutes per epoch on that CPU, seconds on a GPU). Pixels are centred (x / 255 - per-pixel training
+mean); validation = 10% of Training (stratified); tested on PublicTest and PrivateTest.
+
+    python -m experiments.image_study --config=configs/fer2013_cnn.py --data_dir=DIR
+    python -m experiments.image_study --config=configs/fer2013_cnn.py:study
+    python -m experiments.image_study --config=configs/fer2013_cnn.py:quick   # smoke test
+    python -m experiments.image_study --config=configs/fer2013_cnn.py:large   # for a GPU
+"""
+
+import ml_collections
+
+from configs import fer2013_mlp
+
+STUDY = (
+  "conv64/5x5/s1/valid relu maxpool5/s2 "
+  "conv64/3x3/s1/valid relu conv64/3x3/s1/valid relu avgpool3/s2 "
+  "conv128/3x3/s1/valid relu conv128/3x3/s1/valid relu avgpool3/s2 "
+  "flatten dense1024 relu dropout0.2 dense1024 relu dropout0.2 dense"
+)
+DEFAULT = (
+  "conv32 bn relu maxpool2 "
+  "conv32 bn relu maxpool2 "
+  "conv64 bn relu maxpool2 "
+  "conv128 bn relu maxpool2 "
+  "flatten dropout0.5 dense256 bn relu dropout0.5 dense"
+)
+LARGE = (
+  "conv64 bn relu conv64 bn relu maxpool2 "
+  "conv128 bn relu conv128 bn relu maxpool2 "
+  "conv256 bn relu conv256 bn relu maxpool2 "
+  "conv512 bn relu conv512 bn relu maxpool2 "
+  "flatten dropout0.5 dense1024 bn relu dropout0.5 dense"
+)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = fer2013_mlp.get_config()
+  c.name = "fer2013_cnn"
+  c.data.flip_train = False  # mirrors are drawn per step by train.augment_flip instead
+  del c.model["hidden"]
+  c.model.layers = DEFAULT
+  c.model.dropout = "inverted"
+  c.train.batch_size = 128
+  c.train.learning_rate = 0.02
+  c.train.momentum = 0.9
+  c.train.l2 = 1e-4
+  c.train.lr_decay = 0.93
+  del c.train["dropout"]  # the rates are in model.layers
+  c.train.augment_flip = True
+  c.train.augment_shift = 4
+  c.train.max_epochs = 30
+  c.train.patience = 6
+  c.train.monitor = "val_acc"
+  c.report.title = "FER2013 CNN"
+  c.report.columns = (
+    "Layers=model.layers",
+    "BS=train.batch_size",
+    "LR=train.learning_rate",
+    "Mom=train.momentum",
+    "L2=train.l2",
+    "Aug=train.augment_shift",
+  )
+
+  if arg == "study":
+    c.name = "fer2013_cnn_study"
+    c.model.layers = STUDY
+    c.train.learning_rate = 0.01
+    c.train.lr_decay = 0.95
+    c.train.l2 = 0.0
+    c.train.augment_flip = False
+    c.train.augment_shift = 0
+    c.train.max_epochs = 20
+  elif arg == "large":
+    c.name = "fer2013_cnn_large"
+    c.model.layers = LARGE
+    c.train.max_epochs = 60
+    c.train.patience = 10
+  elif arg == "quick":
+    c.name = "fer2013_cnn_quick"
+    c.model.layers = "conv4 bn relu maxpool5/s2 conv8/3x3/s2/valid relu flatten dropout0.5 dense"
+    c.train.max_epochs = 2
+  elif arg not in (None, ""):
+    raise ValueError(
+      f"unknown variant {arg!r} of configs/fer2013_cnn.py; use :study, :large, :quick or nothing"
+    )
+  return c
