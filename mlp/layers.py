@@ -554,10 +554,10 @@ class Flatten(Layer):
     return (math.prod(in_shape),)
 
   def forward(self, p, s, h, x, train, key):
-    return x.reshape(x.shape[0], -1), x.shape, s
+    return x.reshape(x.shape[0], -1), x, s  # x for its (static) shape; XLA keeps no copy
 
-  def backward(self, p, h, shape, dy):
-    return dy.reshape(shape), ()
+  def backward(self, p, h, x, dy):
+    return dy.reshape(x.shape), ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -660,10 +660,10 @@ class AvgPool(_Pool):
   kind: ClassVar[str] = "avgpool"
 
   def forward(self, p, s, h, x, train, key):
-    return avgpool_forward(x, self.window, self.stride), x.shape, s
+    return avgpool_forward(x, self.window, self.stride), x, s
 
-  def backward(self, p, h, shape, dy):
-    return avgpool_backward(dy, shape, self.window, self.stride), ()
+  def backward(self, p, h, x, dy):
+    return avgpool_backward(dy, x.shape, self.window, self.stride), ()
 
 
 @dataclasses.dataclass(frozen=True)
