@@ -147,21 +147,7 @@ def torch_runner(cfg, x, y, *, threads: int, seed: int = 0):
   )
   h, w, c = INPUT_SHAPE
   images = np.ascontiguousarray(x.reshape(-1, h, w, c).transpose(0, 3, 1, 2))  # NHWC -> NCHW
-  xt, yt = torch.from_numpy(images), torch.from_numpy(y.astype(np.int64))
-  n, bs = len(y), int(t.batch_size)
-
-  def run():
-    perm = torch.randperm(n)
-    for s in range(0, n, bs):
-      idx = perm[s : s + bs]
-      opt.zero_grad()
-      loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-      loss.backward()
-      opt.step()
-    if not torch.isfinite(loss):
-      raise FloatingPointError(f"training loss is {float(loss)}")
-
-  return run
+  return peers.torch_epoch_runner(model, opt, images, y, int(t.batch_size))
 
 
 # ------------------------------------------------------------------------------ worker

@@ -232,6 +232,13 @@ def torch_mlp(x, y, sizes, batch_size, seed: int = 0) -> Runner:
       mods.append(torch.nn.ReLU())
   net = torch.nn.Sequential(*mods)
   opt = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+  return torch_epoch_runner(net, opt, x, y, batch_size)
+
+
+def torch_epoch_runner(net, opt, x: np.ndarray, y: np.ndarray, batch_size: int) -> Runner:
+  """One call = one PyTorch eager epoch: shuffled minibatches, cross-entropy, autograd, opt.step."""
+  import torch
+
   xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
   n = x.shape[0]
 
@@ -243,6 +250,8 @@ def torch_mlp(x, y, sizes, batch_size, seed: int = 0) -> Runner:
       loss = torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx])
       loss.backward()
       opt.step()
+    if not torch.isfinite(loss):
+      raise FloatingPointError(f"training loss is {float(loss)}")
 
   return run
 
