@@ -33,12 +33,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.split_seed = 0
   c.data.preprocess = "standardize"  # raw | scale | center | per_image | standardize
   c.data.limit_train = 0  # 0: all training images
+  c.data.classes = ()  # class names to keep (empty: all), e.g. to hold classes out
 
   c.model = ml_collections.ConfigDict()
   c.model.hidden = (400,)
   c.model.layers = ""  # an architecture string (mlp/layers.py) instead of hidden + train.dropout
   c.model.dropout = "inverted"
   c.model.softmax_grad = "fused"
+  c.model.init_from = ""  # a saved model to start from (transfer learning, mlp/transfer.py)
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 100
@@ -55,6 +57,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.gap_min_epoch = 0
   c.train.patience = 8
   c.train.monitor = "val_loss"  # what patience watches: val_loss or val_acc
+  c.train.refit = False  # train again on train + val for the epochs chosen (train.refit)
+  c.train.freeze = ""  # layers that never change: "", "all_but_last" or indices "0-3,5"
 
   c.grid = ml_collections.ConfigDict()
   c.extra_runs = ml_collections.ConfigDict()

@@ -44,12 +44,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.val_subjects = 3  # validation = this many training subjects (subject-disjoint)
   c.data.split_seed = 0
   c.data.subject_norm = "standardize"  # none | center | standardize, per subject (see above)
+  c.data.classes = ()  # class names to keep (empty: all), e.g. to hold classes out
 
   c.model = ml_collections.ConfigDict()
   c.model.hidden = (300, 100)  # first hidden width: the study does not state it
   c.model.layers = ""  # an architecture string (mlp/layers.py) instead of hidden + train.dropout
   c.model.dropout = "regular"  # regular: train keep-mask, inference x (1 - rate)
   c.model.softmax_grad = "jacobian"  # backprop through the full softmax Jacobian, Eq. 1-2
+  c.model.init_from = ""  # a saved model to start from (transfer learning, mlp/transfer.py)
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 50
@@ -64,6 +66,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.gap_min_epoch = 50
   c.train.patience = 4
   c.train.monitor = "val_loss"  # what patience watches: val_loss or val_acc
+  c.train.refit = False  # train again on train + val for the epochs chosen (train.refit)
+  c.train.freeze = ""  # layers that never change: "", "all_but_last" or indices "0-3,5"
 
   c.grid = ml_collections.ConfigDict()
   c.grid.train = ml_collections.ConfigDict()

@@ -58,10 +58,13 @@ def friendly_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], 
   return wrapped
 
 
-def study_main(default_config: str) -> Callable[[list[str]], None]:
-  """Flags (--config, --workdir, --data_dir) and the main function of a study entry point."""
+def config_main(
+  default_config: str, run: Callable[..., object], tensorboard: str = "runs"
+) -> Callable[[list[str]], None]:
+  """Flags (--config, --workdir, --data_dir) and the main function of an entry point that calls
+  ``run(config, workdir, data_dir=...)``; ``tensorboard``: the logdir inside the workdir."""
   config_flag = config_flags.DEFINE_config_file(
-    "config", str(CONFIGS / default_config), "Study config.", lock_config=True
+    "config", str(CONFIGS / default_config), "Config file[:variant].", lock_config=True
   )
   workdir_flag = flags.DEFINE_string(
     "workdir", None, "Output folder; reuse one to resume (default: a new runs/<name>-<time>)."
@@ -70,13 +73,22 @@ def study_main(default_config: str) -> Callable[[list[str]], None]:
 
   @friendly_errors
   def main(argv: list[str]) -> None:
-    from mlp import study
-
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = config_flag.value
-    workdir = workdir_flag.value or default_workdir(config.name)
-    print(f"workdir: {workdir}  (TensorBoard: tensorboard --logdir {Path(workdir) / 'runs'})")
-    study.run_study(config, workdir, data_dir=data_dir_flag.value)
+    workdir = Path(workdir_flag.value or default_workdir(config.name))
+    print(f"workdir: {workdir}  (TensorBoard: tensorboard --logdir {workdir / tensorboard})")
+    run(config, workdir, data_dir=data_dir_flag.value)
 
   return main
+
+
+def study_main(default_config: str) -> Callable[[list[str]], None]:
+  """The main function of a study entry point (mlp.study.run_study)."""
+
+  def run(config, workdir, *, data_dir):
+    from mlp import study
+
+    study.run_study(config, workdir, data_dir=data_dir)
+
+  return config_main(default_config, run)

@@ -146,6 +146,8 @@ def predict_images(lm: LoadedModel, images: np.ndarray) -> np.ndarray:
 def split_names(lm: LoadedModel) -> tuple[str, ...]:
   """The splits :func:`split_data` can evaluate for this model's data set."""
   tests = {"har": ("test",), "cifar10": ("test",), "fer2013": ("PublicTest", "PrivateTest")}
+  if int(lm.data_config.get("cv_folds", 0) or 0):  # trained on a cross-validation fold
+    return ("train", "val", "fold")
   return ("train", "val", *tests.get(lm.dataset, ()))
 
 

@@ -421,6 +421,7 @@ class Layer:
   kind: ClassVar[str]
   stochastic: ClassVar[bool] = False  # needs a PRNG key per training step
   random_init: ClassVar[bool] = False  # needs a PRNG key at init
+  has_params: ClassVar[bool] = False  # has trainable parameters (what train.freeze may name)
   hyper: ClassVar[Any] = ()  # default traced hyperparameter (value parsed from the token)
 
   def init(self, key: jax.Array | None, in_shape: tuple[int, ...], dtype) -> tuple:
@@ -449,6 +450,7 @@ class Dense(Layer):
 
   units: int
   kind: ClassVar[str] = "dense"
+  has_params: ClassVar[bool] = True
   random_init: ClassVar[bool] = True
 
   @classmethod
@@ -572,6 +574,7 @@ class Conv2D(Layer):
   stride: int = 1
   padding: str = "same"
   kind: ClassVar[str] = "conv"
+  has_params: ClassVar[bool] = True
   random_init: ClassVar[bool] = True
 
   @classmethod
@@ -676,6 +679,7 @@ class BatchNorm(Layer):
   """
 
   kind: ClassVar[str] = "bn"
+  has_params: ClassVar[bool] = True
   hyper: ClassVar[float] = 0.9
 
   @classmethod

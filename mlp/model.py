@@ -136,6 +136,44 @@ def mlp_architecture(input_shape: Sequence[int], hidden: Sequence[int], rates: S
   return " ".join(tokens)
 
 
+def check_frozen(net: Net, frozen: Sequence[int]) -> None:
+  """ArchitectureError unless every index in ``frozen`` names a layer of ``net`` with parameters."""
+  for i in frozen:
+    if not 0 <= i < len(net.layers):
+      last = len(net.layers) - 1
+      raise ArchitectureError(f"cannot freeze layer {i}: the network has layers 0..{last}")
+    if not net.layers[i].has_params:
+      raise ArchitectureError(
+        f"cannot freeze layer {i} ({net.layers[i].token()}): it has no parameters"
+      )
+
+
+def parse_freeze(spec: str, net: Net) -> tuple[int, ...]:
+  """Layer indices from ``train.freeze``: "" (none), "all_but_last" (every layer with parameters
+  but the output layer), or comma-separated indices and ranges into ``net.layers`` ("0-11,13")."""
+  spec = str(spec or "").strip()
+  with_params = [i for i, layer in enumerate(net.layers) if layer.has_params]
+  if not spec:
+    return ()
+  if spec == "all_but_last":
+    return tuple(with_params[:-1])
+  out: set[int] = set()
+  try:
+    for part in spec.split(","):
+      lo, dash, hi = part.strip().partition("-")
+      if dash:  # a range names the layers with parameters in it
+        out.update(i for i in range(int(lo), int(hi) + 1) if i in with_params)
+      else:
+        out.add(int(lo))
+  except ValueError:
+    raise ArchitectureError(
+      f"train.freeze must be '', 'all_but_last' or layer indices like '0-11,13', got {spec!r}"
+    ) from None
+  frozen = tuple(sorted(out))
+  check_frozen(net, frozen)
+  return frozen
+
+
 def init(key: jax.Array, net: Net, dtype=jnp.float32) -> tuple[Params, State]:
   """Params (He initialisation for weights, zero biases, unit scales) and state of ``net``."""
   # One key per randomly initialised layer, in order (for an MLP: one per Dense layer).
@@ -166,13 +204,15 @@ def forward(
   *,
   train: bool = False,
   key: jax.Array | None = None,
+  frozen: frozenset[int] = frozenset(),
 ) -> tuple[jax.Array, Cache, State]:
   """(class probabilities (B, C), cache for :func:`backward`, new state).
 
   ``x`` is (B, *net.input_shape) or its flat rows (B, prod input_shape). ``train=True`` is the
   training form: dropout masks drawn from ``key`` (one split per stochastic layer), batch-norm
   batch statistics (and updated running averages in the returned state). Otherwise the inference
-  form, and the state comes back unchanged.
+  form, and the state comes back unchanged. Layers in ``frozen`` (transfer learning) always run
+  in the inference form: a frozen batch norm normalises with its running averages and keeps them.
   """
   stochastic = [i for i, layer in enumerate(net.layers) if layer.stochastic]
   keys = {}
@@ -183,7 +223,8 @@ def forward(
   h = x.reshape((x.shape[0], *net.input_shape))
   caches, new_state = [], []
   for i, layer in enumerate(net.layers):
-    h, cache, s = layer.forward(params[i], state[i], hyper[i], h, train, keys.get(i))
+    layer_train = train and i not in frozen
+    h, cache, s = layer.forward(params[i], state[i], hyper[i], h, layer_train, keys.get(i))
     caches.append(cache)
     new_state.append(s)
   probs = layers.softmax_forward(h)
@@ -246,12 +287,15 @@ def backward(
   weights: jax.Array | None = None,
   l2: jax.Array | None = None,
   softmax_grad: str = "fused",
+  frozen: frozenset[int] = frozenset(),
 ) -> Params:
   """Gradient of :func:`loss` w.r.t. every parameter, by the backward fold in the module doc.
 
   ``softmax_grad="fused"`` uses dz = (p - onehot)/B; ``"jacobian"`` pushes dL/dp = -onehot/(p B)
   through the full softmax Jacobian (HAR study Eq. 1-2). ``weights`` (B,) weight each sample's
   loss (0 for padding in a final partial batch); ``l2`` adds the penalty's gradient.
+  Layers in ``frozen`` get zero gradients (their dparams are never used, so XLA drops that work),
+  and the fold stops at the lowest layer that is not frozen: nothing below it needs dx.
   """
   if softmax_grad == "fused":
     dh = layers.softmax_nll_backward(cache.probs, labels, weights)
@@ -259,9 +303,13 @@ def backward(
     dh = layers.softmax_backward(layers.nll_backward(cache.probs, labels, weights), cache.probs)
   else:
     raise ValueError(f"softmax_grad must be 'fused' or 'jacobian', got {softmax_grad!r}")
-  grads: list[Any] = [()] * len(net.layers)
-  for i in reversed(range(len(net.layers))):
-    dh, grads[i] = net.layers[i].backward(params[i], hyper[i], cache.layers[i], dh)
+  zeros = lambda p: jax.tree.map(jnp.zeros_like, p)  # noqa: E731
+  grads: list[Any] = [zeros(p) for p in params]
+  trainable = [i for i, p in enumerate(params) if jax.tree.leaves(p) and i not in frozen]
+  for i in reversed(range(min(trainable, default=len(net.layers)), len(net.layers))):
+    dh, g = net.layers[i].backward(params[i], hyper[i], cache.layers[i], dh)
+    if i not in frozen:
+      grads[i] = g
   grads = tuple(grads)
   if l2 is not None:
     grads = jax.tree.map(jnp.add, grads, l2_grad(params, l2))

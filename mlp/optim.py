@@ -51,6 +51,26 @@ def heavy_ball(
   return optax.GradientTransformation(init, update)
 
 
+def freeze(
+  tx: optax.GradientTransformation, frozen: tuple[int, ...]
+) -> optax.GradientTransformation:
+  """``tx`` with zero updates for the layers in ``frozen`` (indices into the params tuple).
+
+  The state stays ``tx``'s own, so freezing never changes the optimizer state's layout. With
+  heavy-ball momentum a frozen layer's W - W_prev stays 0 and L2 never reaches it: it keeps the
+  values it started with.
+  """
+  if not frozen:
+    return tx
+
+  def update(grads, state, params=None):
+    updates, state = tx.update(grads, state, params)
+    zero = lambda u: jax.tree.map(jnp.zeros_like, u)  # noqa: E731
+    return tuple(zero(u) if i in frozen else u for i, u in enumerate(updates)), state
+
+  return optax.GradientTransformation(tx.init, update)
+
+
 def epoch_learning_rate(learning_rate: jax.Array, decay: jax.Array, epoch: jax.Array) -> jax.Array:
   """Per-epoch multiplicative decay: eta_e = eta_0 * decay^e, epochs counted from 0."""
   return learning_rate * jnp.power(decay, epoch)

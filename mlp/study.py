@@ -24,7 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from mlp import checkpoint, metrics, report, sweep, tensorboard, train, workers
+from mlp import checkpoint, metrics, report, sweep, tensorboard, train, transfer, workers
 from mlp import data as data_lib
 from mlp.data import Dataset
 
@@ -105,7 +105,12 @@ def train_group(
 
 
 def _train_chunk(group, runs, data, workdir, *, log, progress) -> list[dict]:
-  sub = sweep.Group(group.spec, group.max_epochs, group.stopping, runs)
+  sub = group._replace(runs=runs)
+  init = None
+  if sub.init_from:
+    kind = str(data.preprocess.get("kind", "raw"))
+    init = transfer.initializer(sub.init_from, sub.spec.net, data.class_names, kind)
+    log(f"{progress} {transfer.describe(sub.init_from, data.class_names)}")
   writers, logs = [], []
   for run in runs:
     rdir = run_dir(workdir, run)
@@ -149,6 +154,7 @@ def _train_chunk(group, runs, data, workdir, *, log, progress) -> list[dict]:
       stopping=sub.stopping,
       vectorize=len(runs) > 1,
       on_epoch=on_epoch,
+      init=init,
     )
   except BaseException:
     for w in writers:
@@ -157,10 +163,11 @@ def _train_chunk(group, runs, data, workdir, *, log, progress) -> list[dict]:
   finally:
     for f in logs:
       f.close()
+  refits = _refit(sub, runs, fit, data, log=log, progress=progress, init=init)
   results = []
   for i, run in enumerate(runs):
     params, state = jax.tree.map(lambda a, i=i: a[i], (fit.params, fit.state))
-    result = _finish_run(run, sub.spec, params, state, fit, i, data, workdir)
+    result = _finish_run(run, sub.spec, params, state, fit, i, data, workdir, refit=refits.get(i))
     writers[i].close(status="failure" if result["diverged"] else "success")
     log(
       f"{progress} {run.id} done: {result['epochs']} epochs ({result['stop_reason']}), "
@@ -171,10 +178,40 @@ def _train_chunk(group, runs, data, workdir, *, log, progress) -> list[dict]:
   return results
 
 
+def _refit(group: sweep.Group, runs, fit: train.FitResult, data: Dataset, *, log, progress, init):
+  """{member: (params, state, epochs, seconds)} of the runs with ``train.refit``, each trained
+  again on train + val for the epochs validation chose (:func:`train.chosen_epochs`)."""
+  which = [i for i, r in enumerate(runs) if r.config.train.get("refit", False)]
+  if not which:
+    return {}
+  epochs = [train.chosen_epochs(fit.history[i], group.stopping, fit.epochs[i]) for i in which]
+  log(
+    f"{progress} refit on train + val ({len(data.y_train) + len(data.y_val)} rows): "
+    + ", ".join(f"{runs[i].id} {n} epochs" for i, n in zip(which, epochs, strict=True))
+  )
+  out = train.refit(
+    group.spec,
+    jax.tree.map(lambda h: np.asarray(h)[which], group.hyper()),
+    group.keys()[np.asarray(which)],
+    (data.x_train, data.y_train, data.x_val, data.y_val),
+    epochs,
+    init=init,
+  )
+  return {
+    i: (*jax.tree.map(lambda a, j=j: a[j], (out.params, out.state)), epochs[j], out.seconds[j])
+    for j, i in enumerate(which)
+  }
+
+
 def _finish_run(
-  run, spec, params, state, fit: train.FitResult, i: int, data: Dataset, workdir
+  run, spec, params, state, fit: train.FitResult, i: int, data: Dataset, workdir, *, refit=None
 ) -> dict:
-  """Evaluate a trained run on val and test splits, save model, reports and result.json."""
+  """Evaluate a trained run on val and test splits, save model, reports and result.json.
+
+  ``refit`` = (params, state, epochs, seconds) of the run trained again on train + val: the
+  tests, the saved model and the reports are then the refit model's, while "val" stays the
+  selection model's (the refit model has trained on the validation rows).
+  """
   rdir = run_dir(workdir, run)
   net = spec.net
   hyper = sweep.hyper_of(run.config, net.input_shape, net.num_classes)
@@ -185,10 +222,15 @@ def _finish_run(
   if run.config.get("report", {}).get("eval_train", False):
     splits = {"train": (data.x_train, data.y_train), **splits}
   evals: dict[str, Any] = {}
+  selection = (params, state)
+  if refit is not None:
+    params, state = refit[0], refit[1]
+    diverged = diverged or not all(np.all(np.isfinite(a)) for a in jax.tree.leaves(refit[:2]))
   for split, (x, y) in splits.items():
     if diverged or len(y) == 0:
       continue
-    probs = np.exp(train.log_probs(spec, params, state, hyper, x))
+    p, s = selection if split == "val" else (params, state)
+    probs = np.exp(train.log_probs(spec, p, s, hyper, x))
     cm = metrics.confusion_matrix(y, probs.argmax(1), data.num_classes)
     evals[split] = {
       "topk": metrics.topk_accuracy(probs, y).tolist(),
@@ -233,6 +275,8 @@ def _finish_run(
     **({"train": evals["train"]} if "train" in evals else {}),
     "tests": {k: v for k, v in evals.items() if k not in ("val", "train")},
   }
+  if refit is not None:
+    result["refit"] = {"epochs": int(refit[2]), "seconds": float(refit[3])}
   checkpoint.atomic_write_json(rdir / "result.json", result)
   return result
 

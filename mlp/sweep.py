@@ -86,7 +86,11 @@ def override(cfg: ml_collections.ConfigDict, path: str, value: Any) -> None:
 
 # Model and train fields added after runs were saved, with the value that a run saved without them
 # was trained with (the data section has its own, mlp.data.with_added_fields).
-ADDED_FIELDS = {"model": {"layers": ""}, "train": {"augment_flip": False, "augment_shift": 0}}
+ADDED_FIELDS = {
+  "model": {"layers": "", "init_from": ""},
+  "train": {"augment_flip": False, "augment_shift": 0, "refit": False, "freeze": ""},
+  "data": {"classes": []},
+}
 
 
 def with_added_fields(saved: Mapping, current: Mapping) -> dict:
@@ -164,12 +168,14 @@ def spec_of(
 ) -> train.Spec:
   """The static shape of a run."""
   t = cfg.train
+  net = network_of(cfg, input_shape, num_classes)[0]
   return train.Spec(
-    net=network_of(cfg, input_shape, num_classes)[0],
+    net=net,
     batch_size=int(t.batch_size),
     softmax_grad=cfg.model.softmax_grad,
     flip=bool(t.get("augment_flip", False)),
     shift=int(t.get("augment_shift", 0)),
+    frozen=model.parse_freeze(t.get("freeze", ""), net),
   )
 
 
@@ -205,6 +211,7 @@ class Group(NamedTuple):
   max_epochs: int
   stopping: train.Stopping
   runs: list[Run]
+  init_from: str = ""  # a saved model every run of the group starts from (model.init_from)
 
   def hyper(self) -> train.Hyper:
     net = self.spec.net
@@ -220,8 +227,9 @@ def group_by_shape(runs: list[Run], input_shape: Sequence[int], num_classes: int
   for run in runs:
     spec = spec_of(run.config, input_shape, num_classes)
     hyper_of(run.config, input_shape, num_classes)  # validate values before any training starts
-    key = (spec, int(run.config.train.max_epochs), stopping_of(run.config))
-    groups.setdefault(key, Group(*key, runs=[])).runs.append(run)
+    init_from = str(run.config.model.get("init_from", "") or "")
+    key = (spec, int(run.config.train.max_epochs), stopping_of(run.config), init_from)
+    groups.setdefault(key, Group(*key[:3], runs=[], init_from=init_from)).runs.append(run)
   return list(groups.values())
 
 

@@ -77,6 +77,7 @@ class Spec:
   unroll: int = 2  # lax.scan unroll factor of the minibatch loop (odd values are rounded up)
   flip: bool = False  # augmentation: mirror each training image left-right with probability 1/2
   shift: int = 0  # augmentation: translate each training image by up to this many pixels
+  frozen: tuple[int, ...] = ()  # layers (indices into net.layers) whose parameters never change
 
   def __post_init__(self):
     if (self.flip or self.shift) and len(self.net.input_shape) != 3:
@@ -91,6 +92,7 @@ class Spec:
       raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
     if self.unroll < 1:
       raise ValueError(f"unroll must be >= 1, got {self.unroll}")
+    model.check_frozen(self.net, self.frozen)
 
 
 class Stopping(NamedTuple):
@@ -143,9 +145,19 @@ def augment(spec: Spec, key: jax.Array, x: jax.Array) -> jax.Array:
 
 def hand_gradients(spec: Spec, params, state, x, y, weights, layer_hyper, key):
   """One step's (grads, new state, logits): model.forward, then the hand-written model.backward."""
-  _, cache, state = model.forward(spec.net, params, state, x, layer_hyper, train=True, key=key)
+  net, frozen = spec.net, frozenset(spec.frozen)
+  _, cache, state = model.forward(
+    net, params, state, x, layer_hyper, train=True, key=key, frozen=frozen
+  )
   grads = model.backward(
-    spec.net, params, cache, y, layer_hyper, weights=weights, softmax_grad=spec.softmax_grad
+    net,
+    params,
+    cache,
+    y,
+    layer_hyper,
+    weights=weights,
+    softmax_grad=spec.softmax_grad,
+    frozen=frozen,
   )
   return grads, state, cache.logits
 
@@ -173,7 +185,7 @@ def _train_epoch(
   if pad:
     weights = jnp.concatenate([jnp.ones(n, x.dtype), jnp.zeros(pad, x.dtype)]).reshape(steps, bs)
   lr = optim.epoch_learning_rate(hyper.learning_rate, hyper.lr_decay, epoch)
-  tx = optim.heavy_ball(lr, hyper.momentum, hyper.l2)
+  tx = optim.freeze(optim.heavy_ball(lr, hyper.momentum, hyper.l2), spec.frozen)
 
   def step(carry, inputs):
     params, state, opt_state = carry
@@ -311,6 +323,7 @@ def fit(
   vectorize: bool | None = None,
   on_epoch: EpochCallback | None = None,
   dtype=jnp.float32,
+  init: Callable | None = None,
 ) -> FitResult:
   """Train a population (leading axis P on ``hyper`` and ``keys``) and return per-member results.
 
@@ -318,6 +331,8 @@ def fit(
   shuffling, dropout and augmentation (fold_in 1, then per epoch and step). ``vectorize`` trains
   all members as one vmapped program (default: on accelerators) or one by one (default on CPU);
   both give the same numbers. ``on_epoch(epoch, member_ids, metrics)`` is called after every epoch.
+  ``init(params, state)`` replaces the fresh initialisation (leading axis = members), e.g.
+  mlp.transfer.initializer's.
   """
   stopping.validate()
   p = int(np.shape(keys)[0])
@@ -332,9 +347,14 @@ def fit(
     jnp.asarray(y_va, jnp.int32),
   )
   results = [
-    _fit_group(spec, hyper, keys, ids, arrays, max_epochs, stopping, on_epoch, dtype)
+    _fit_group(spec, hyper, keys, ids, arrays, max_epochs, stopping, on_epoch, dtype, init)
     for ids in groups
   ]
+  return _concat(results)
+
+
+def _concat(results: Sequence[FitResult]) -> FitResult:
+  """One FitResult of the members of several, in order."""
   concat = lambda *xs: np.concatenate(xs)  # noqa: E731
   return FitResult(
     params=jax.tree.map(concat, *(r.params for r in results)),
@@ -346,12 +366,14 @@ def fit(
   )
 
 
-def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dtype):
+def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dtype, init=None):
   x_tr, y_tr, x_va, y_va = data
   n = len(ids)
   hyper = jax.tree.map(lambda h: jnp.asarray(np.asarray(h)[ids], dtype), hyper)
   keys = jnp.asarray(keys)[ids]
   params, state = _init_population(spec.net, keys, dtype)
+  if init is not None:
+    params, state = jax.tree.map(lambda a: jnp.asarray(a, dtype), init(params, state))
   opt_state = jax.vmap(optim.init_state)(params)
   best = (params, state)  # jnp.where in _select makes new buffers, so this alias is never mutated
   best_val = np.full(n, np.inf)
@@ -416,6 +438,47 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
     stop_reason=reason,
     seconds=seconds,
   )
+
+
+def chosen_epochs(history: dict[str, list[float]], stopping: Stopping, epochs: int) -> int:
+  """The epoch count that validation chose: the best monitored epoch under patience (whose params
+  :func:`fit` restores; the first on ties), else the ``epochs`` trained (gap, none)."""
+  if stopping.kind != "patience" or not history.get(stopping.monitor):
+    return int(epochs)
+  values = np.asarray(history[stopping.monitor], np.float64)
+  if stopping.monitor == "val_acc":
+    values = -values  # lower is better below
+  best = np.argmin(np.where(np.isfinite(values), values, np.inf))
+  return int(best) + 1
+
+
+def refit(
+  spec: Spec,
+  hyper: Hyper,
+  keys: jax.Array,
+  data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+  epochs: Sequence[int],
+  *,
+  dtype=jnp.float32,
+  init: Callable | None = None,
+) -> FitResult:
+  """Train each member again, from its own seed, on train + validation for ``epochs[i]`` epochs.
+
+  The standard last step once hyperparameters and the epoch count are chosen on validation
+  (:func:`chosen_epochs`): the final model sees every labelled row but the test split. No early
+  stopping (validation is now training data); the history's "val" entries are measured on the
+  validation rows, which the model trains on, so they no longer estimate anything.
+  """
+  x_tr, y_tr, x_va, y_va = data
+  both = (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), x_va, y_va)
+  parts = []
+  for i, n in enumerate(epochs):
+    one = jax.tree.map(lambda h, i=i: np.asarray(h)[i : i + 1], hyper)
+    key = jnp.asarray(keys)[i : i + 1]
+    parts.append(
+      fit(spec, one, key, both, max_epochs=int(n), vectorize=False, dtype=dtype, init=init)
+    )
+  return _concat(parts)
 
 
 def log_probs(

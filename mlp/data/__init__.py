@@ -45,8 +45,55 @@ class Dataset:
 def load_images(cfg: Mapping, data_dir: str | None = None) -> ImageData:
   """The uint8 images and splits of an image data set (cifar10, fer2013), not preprocessed.
 
-  Uses ``cfg["val_fraction"]``, ``cfg["split_seed"]`` and, for cifar10, ``cfg["limit_train"]``.
+  Uses ``cfg["val_fraction"]``, ``cfg["split_seed"]`` and, for cifar10, ``cfg["limit_train"]``;
+  ``cfg["classes"]`` keeps a subset of the classes (:func:`class_subset`). With
+  ``cfg["cv_folds"]`` = k > 0 it is cross-validation fold ``cfg["cv_fold"]`` instead
+  (:func:`cv_fold_of`).
   """
+  d = _load_images(cfg, data_dir)
+  names, keep = class_subset(tuple(d.class_names), cfg.get("classes", ()))
+  if len(names) < len(d.class_names):
+    d = dataclasses.replace(
+      d,
+      **dict(zip(("x_train", "y_train"), _only(keep, d.x_train, d.y_train), strict=True)),
+      **dict(zip(("x_val", "y_val"), _only(keep, d.x_val, d.y_val), strict=True)),
+      tests={k: _only(keep, x, y) for k, (x, y) in d.tests.items()},
+      class_names=names,
+    )
+  folds = int(cfg.get("cv_folds", 0) or 0)
+  if folds:
+    d = cv_fold_of(d, folds, int(cfg.get("cv_fold", 0)), int(cfg.get("cv_seed", 0)), cfg)
+  return d
+
+
+def cv_fold_of(d: ImageData, folds: int, fold: int, seed: int, cfg: Mapping) -> ImageData:
+  """Fold ``fold`` of ``folds`` stratified folds of the training split (train + val).
+
+  The fold's rows become the only test split, ``"fold"``; validation is a stratified
+  ``val_fraction`` carve-out of the other folds' rows (seed ``split_seed``). The official test
+  splits are not used.
+  """
+  from mlp.data import common
+  from mlp.data import folds as folds_lib
+
+  folds_lib.check_fold(fold, folds)
+  x = np.concatenate([d.x_train, d.x_val])
+  y = np.concatenate([d.y_train, d.y_val])
+  where = folds_lib.stratified_folds(y, folds, seed)
+  rest = np.flatnonzero(where != fold)
+  tr, va = common.stratified_split(y[rest], float(cfg["val_fraction"]), int(cfg["split_seed"]))
+  held = where == fold
+  return dataclasses.replace(
+    d,
+    x_train=x[rest[tr]],
+    y_train=y[rest[tr]],
+    x_val=x[rest[va]],
+    y_val=y[rest[va]],
+    tests={"fold": (x[held], y[held])},
+  )
+
+
+def _load_images(cfg: Mapping, data_dir: str | None) -> ImageData:
   from mlp.data import cifar10, fer2013
 
   name = cfg["name"]
@@ -70,6 +117,48 @@ def with_added_fields(cfg: Mapping) -> dict:
   return {**_ADDED_FIELDS.get(cfg["name"], {}), **dict(cfg.items())}
 
 
+def class_subset(class_names: tuple[str, ...], keep) -> tuple[tuple[str, ...], np.ndarray]:
+  """(kept class names in their original order, (C,) map old label -> new label or -1).
+
+  ``keep``: the config's ``data.classes``; empty keeps every class. Unknown names are an error.
+  """
+  keep = tuple(str(k) for k in (keep or ()))
+  if not keep:
+    return tuple(class_names), np.arange(len(class_names))
+  unknown = [k for k in keep if k not in class_names]
+  if unknown:
+    raise DataError(
+      f"config field data.classes names {', '.join(map(repr, unknown))}, not classes of this "
+      f"data set ({', '.join(class_names)})"
+    )
+  if len(set(keep)) < 2:
+    raise DataError("config field data.classes must keep at least two classes")
+  kept = tuple(c for c in class_names if c in keep)
+  mapping = np.full(len(class_names), -1)
+  mapping[[class_names.index(c) for c in kept]] = np.arange(len(kept))
+  return kept, mapping
+
+
+def _only(mapping: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  rows = mapping[y] >= 0
+  return x[rows], mapping[y[rows]].astype(np.int32)
+
+
+def _classes_note(cfg: Mapping) -> str:
+  kept = tuple(cfg.get("classes", ()) or ())
+  return f"; only classes {', '.join(kept)} kept (data.classes)" if kept else ""
+
+
+def _cv_note(cfg: Mapping) -> str:
+  folds = int(cfg.get("cv_folds", 0) or 0)
+  if not folds:
+    return ""
+  return (
+    f"; cross-validation fold {int(cfg.get('cv_fold', 0)) + 1} of {folds} (stratified, seed "
+    f"{int(cfg.get('cv_seed', 0))}) of the training split held out, the official test splits unused"
+  )
+
+
 def load(cfg: Mapping, data_dir: str | None = None) -> Dataset:
   """Load the data set named by ``cfg["name"]`` with the split and preprocessing options in ``cfg``.
 
@@ -88,22 +177,28 @@ def load(cfg: Mapping, data_dir: str | None = None) -> Dataset:
       val_subjects=int(cfg["val_subjects"]),
       seed=int(cfg["split_seed"]),
       subject_norm=norm,
+      cv_folds=int(cfg.get("cv_folds", 0) or 0),
+      cv_fold=int(cfg.get("cv_fold", 0)),
+      cv_seed=int(cfg.get("cv_seed", 0)),
     )
-    tests = {"test": (d.x_test, d.y_test)}
+    tests = {"fold" if d.test_source == "fold" else "test": (d.x_test, d.y_test)}
+    names, keep = class_subset(tuple(d.class_names), cfg.get("classes", ()))
+    f32 = lambda x, y: _only(keep, x.astype(np.float32), y)  # noqa: E731
+    (x_tr, y_tr), (x_va, y_va) = f32(d.x_train, d.y_train), f32(d.x_val, d.y_val)
     return Dataset(
       name="har",
-      x_train=d.x_train.astype(np.float32),
-      y_train=d.y_train.astype(np.int32),
-      x_val=d.x_val.astype(np.float32),
-      y_val=d.y_val.astype(np.int32),
-      tests={k: (x.astype(np.float32), y.astype(np.int32)) for k, (x, y) in tests.items()},
-      class_names=tuple(d.class_names),
+      x_train=x_tr,
+      y_train=y_tr,
+      x_val=x_va,
+      y_val=y_va,
+      tests={k: f32(x, y) for k, (x, y) in tests.items()},
+      class_names=names,
       input_shape=(d.x_train.shape[1],),
       preprocess=preprocess.fit(d.x_train[:1], "raw"),
-      notes=(d.split_note,),
+      notes=(d.split_note + _classes_note(cfg),),
     )
   if name in IMAGE_NAMES:
-    d = load_images(cfg, data_dir)
+    d = load_images(cfg, data_dir)  # classes and folds chosen before preprocessing is fitted
     flip = bool(cfg.get("flip_train", False))
     if flip:  # add the horizontal mirror image of every training image
       d = dataclasses.replace(
@@ -130,7 +225,9 @@ def load(cfg: Mapping, data_dir: str | None = None) -> Dataset:
         + f" / {len(d.y_val)} val (stratified, "
         f"{cfg['val_fraction']:.0%} of the training split) / "
         + ", ".join(f"{k} {len(y)}" for k, (_, y) in d.tests.items())
-        + f"; preprocessing {kind!r} fitted on train",
+        + f"; preprocessing {kind!r} fitted on train"
+        + _cv_note(cfg)
+        + _classes_note(cfg),
       ),
     )
   raise DataError(f"unknown data set {name!r}; expected one of {NAMES} (config field data.name)")

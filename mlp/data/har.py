@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlp.data import common
+from mlp.data import common, folds
 from mlp.data.common import DataError
 
 DIRNAME = "UCI HAR Dataset"
@@ -74,7 +74,7 @@ class HarData:
   s_test: np.ndarray
   class_names: tuple[str, ...]
   feature_names: tuple[str, ...]
-  test_source: str  # "official" or "heldout"
+  test_source: str  # "official" or "heldout"; "fold" for a cross-validation fold (see load)
   split_note: str
 
 
@@ -372,6 +372,9 @@ def load(
   seed: int = 0,
   subject_norm: str = "none",
   download: bool = True,
+  cv_folds: int = 0,
+  cv_fold: int = 0,
+  cv_seed: int = 0,
 ) -> HarData:
   """Load UCI HAR with a subject-disjoint validation split (``val_subjects`` seeded subjects).
 
@@ -379,6 +382,11 @@ def load(
   25..30 held out (``test_source == "heldout"``). ``split_note`` says which, in one sentence.
   ``subject_norm`` (none/center/standardize) normalises every split's rows per subject
   (:func:`normalize_by_subject`); each subject is in exactly one split.
+
+  Cross-validation: with ``cv_folds`` = k > 0 the training subjects (never the test subjects) are
+  dealt into k folds of whole subjects (:func:`mlp.data.folds.subject_folds`, seeded by
+  ``cv_seed``); fold ``cv_fold``'s rows are returned as the test split (``test_source == "fold"``)
+  and validation is drawn from the other folds' subjects as above.
   """
   if val_subjects < 0:
     raise ValueError(f"val_subjects must be >= 0, got {val_subjects}")
@@ -417,6 +425,17 @@ def load(
     test_note = (
       f"test = training subjects {_subjects_text(np.unique(s_test))} held out ({why}; "
       f"{len(s_test)} rows)"
+    )
+  if cv_folds:
+    groups = folds.subject_folds(np.unique(s[pool]), cv_folds, cv_seed)
+    folds.check_fold(cv_fold, cv_folds)
+    held = pool & np.isin(s, groups[cv_fold])
+    x_test, y_test, s_test = x[held], y[held], s[held]
+    pool &= ~held
+    test_source = "fold"
+    test_note = (
+      f"cross-validation fold {cv_fold + 1} of {cv_folds} (seed {cv_seed}): held-out subjects "
+      f"{_subjects_text(groups[cv_fold])} ({len(s_test)} rows); the study's {test_note}, unused"
     )
   pool_subjects = np.unique(s[pool])
   if val_subjects >= len(pool_subjects):

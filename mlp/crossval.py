@@ -1,0 +1,305 @@
+"""Cross-validate a study's runs and scikit-learn baselines on the same folds, and test them.
+
+Workdir layout::
+
+    config.json                     the cross-validation config
+    folds/<fold>/                   one study per fold (mlp.study: runs/, results.md, figures/)
+    folds/<fold>/baselines/<b>.json a baseline's accuracy, time and per-row correctness on the fold
+    folds/<fold>/correct/<run>.json the same for each of our runs (seed ``config.seed``)
+    results.md, results.csv         per-fold accuracies, mean ± std (one row per learner)
+    comparisons.md, comparisons.csv paired tests: each of our runs against each baseline
+    figures/cv_accuracy.png         per-fold accuracy of every learner
+    runs/cv/<learner>/              TensorBoard: ``cv/accuracy`` per fold (point TensorBoard at
+                                    the workdir to see these and every fold's runs together)
+
+``config.cv``: ``folds`` (k), ``scheme`` (``kfold``: k folds; ``5x2``: five replications of
+2-fold CV for Dietterich's test), ``seed`` (fold assignment), ``baselines`` (names in
+mlp.baselines), ``alpha``. HAR folds hold out whole subjects (never the test subjects); image
+folds are stratified over the training split. Each fold trains the config's runs with validation
+carved from the fold's training part (the data config's ``val_subjects`` / ``val_fraction``);
+baselines, which need no validation, train on the fold's training part including that carve-out.
+Re-running with the same workdir resumes: finished fold studies and baselines are reused.
+"""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from mlp import baselines as baselines_lib
+from mlp import checkpoint, report, stats, study, sweep, tensorboard
+from mlp import data as data_lib
+
+Log = Callable[[str], None]
+SCHEMES = ("kfold", "5x2")
+SPLIT = "fold"  # the held-out part of each fold, as the fold studies' test split
+
+
+def cv_of(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """``config.cv`` with defaults, checked."""
+  cv = dict(config.get("cv", {}) or {})
+  out = {
+    "folds": int(cv.get("folds", 7)),
+    "scheme": str(cv.get("scheme", "kfold")),
+    "seed": int(cv.get("seed", 0)),
+    "baselines": tuple(cv.get("baselines", ())),
+    "alpha": float(cv.get("alpha", 0.05)),
+  }
+  if out["scheme"] not in SCHEMES:
+    raise ValueError(f"cv.scheme must be one of {', '.join(SCHEMES)}, got {out['scheme']!r}")
+  if out["scheme"] == "kfold" and out["folds"] < 2:
+    raise ValueError(f"cv.folds must be at least 2, got {out['folds']}")
+  if not 0.0 < out["alpha"] < 1.0:
+    raise ValueError(f"cv.alpha must be in (0, 1), got {out['alpha']}")
+  baselines_lib.check_names(out["baselines"])
+  return out
+
+
+def folds_of(cv: dict[str, Any]) -> list[tuple[str, int, int, int]]:
+  """(label, number of folds, fold index, fold seed) for every fold the scheme trains."""
+  if cv["scheme"] == "5x2":
+    return [(f"rep{r + 1}-fold{j + 1}", 2, j, cv["seed"] + r) for r in range(5) for j in range(2)]
+  return [(f"fold{i + 1}", cv["folds"], i, cv["seed"]) for i in range(cv["folds"])]
+
+
+def fold_config(config: ml_collections.ConfigDict, folds: int, fold: int, seed: int):
+  """The study config of one fold: the data config picks the fold, tests are the fold."""
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  cfg.data.cv_folds = folds
+  cfg.data.cv_fold = fold
+  cfg.data.cv_seed = seed
+  cfg.report.test_split = SPLIT
+  return cfg
+
+
+def _read_json(path: Path) -> dict | None:
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def _pack(correct: np.ndarray) -> str:
+  return "".join("1" if c else "0" for c in correct)
+
+
+def _unpack(bits: str) -> np.ndarray:
+  return np.frombuffer(bits.encode(), np.uint8) == ord("1")
+
+
+def _our_correct(fold_dir: Path, run: sweep.Run, data: data_lib.Dataset) -> dict:
+  """Accuracy and per-row correctness of a trained run on the fold (cached as JSON)."""
+  from mlp import inference
+
+  path = fold_dir / "correct" / f"{run.name}.json"
+  cached = _read_json(path)
+  if cached is not None:
+    return cached
+  x, y = data.tests[SPLIT]
+  lm = inference.load_model(study.run_dir(fold_dir, run) / "model")
+  correct = inference.probabilities(lm, x).argmax(1) == y
+  out = {"accuracy": float(correct.mean()), "correct": _pack(correct)}
+  checkpoint.atomic_write_json(path, out)
+  return out
+
+
+def _baseline(fold_dir: Path, name: str, data: data_lib.Dataset, seed: int, log: Log) -> dict:
+  path = fold_dir / "baselines" / f"{name}.json"
+  cached = _read_json(path)
+  if cached is not None:
+    return cached
+  x = np.concatenate([data.x_train, data.x_val])
+  y = np.concatenate([data.y_train, data.y_val])
+  x_test, y_test = data.tests[SPLIT]
+  pred, seconds = baselines_lib.fit_predict(name, x, y, x_test, seed)
+  correct = pred == y_test
+  out = {"accuracy": float(correct.mean()), "seconds": seconds, "correct": _pack(correct)}
+  checkpoint.atomic_write_json(path, out)
+  log(f"{name}: accuracy {out['accuracy']:.4f} ({seconds:.1f}s)")
+  return out
+
+
+def _check_workdir(config: ml_collections.ConfigDict, workdir: Path) -> None:
+  saved = _read_json(workdir / "config.json")
+  current = checkpoint.to_jsonable(config.to_dict())
+  drop = lambda c: {k: v for k, v in c.items() if k not in study.EXECUTION_FIELDS}  # noqa: E731
+  if saved is not None and drop(saved) != drop(current):
+    raise study.StudyError(
+      f"{workdir} holds a cross-validation with a different config; use a new --workdir"
+    )
+
+
+def run_cv(
+  config: ml_collections.ConfigDict,
+  workdir: str | Path,
+  *,
+  data_dir: str | None = None,
+  log: Log = print,
+) -> dict:
+  """Train every fold's study and baselines not yet finished, then write tables and tests."""
+  workdir = Path(workdir)
+  cv = cv_of(config)
+  runs = sweep.expand(config)
+  folds = folds_of(cv)
+  _check_workdir(config, workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  checkpoint.atomic_write_json(workdir / "config.json", config.to_dict())
+  per_fold: dict[str, dict[str, dict]] = {}  # learner -> fold label -> {"accuracy", "correct"}
+  sizes: dict[str, tuple[int, int]] = {}  # fold label -> (train rows incl. val, test rows)
+  for n, (label, k, i, seed) in enumerate(folds, 1):
+    fold_dir = workdir / "folds" / label
+    prefix = f"[{label} {n}/{len(folds)}]"
+    say = lambda m, p=prefix: log(f"{p} {m}")  # noqa: E731
+    cfg = fold_config(config, k, i, seed)
+    study.run_study(cfg, fold_dir, data_dir=data_dir, log=say)
+    data = data_lib.load(cfg.data, data_dir)
+    sizes[label] = (len(data.y_train) + len(data.y_val), len(data.tests[SPLIT][1]))
+    for run in runs:
+      if run.seed == int(config.seed):
+        per_fold.setdefault(run.name, {})[label] = _our_correct(fold_dir, run, data)
+    for name in cv["baselines"]:
+      per_fold.setdefault(name, {})[label] = _baseline(fold_dir, name, data, cv["seed"], say)
+  summary = write_reports(config, cv, per_fold, sizes, workdir)
+  log(f"results: {workdir / 'results.md'}, {workdir / 'comparisons.md'}")
+  return summary
+
+
+# ------------------------------------------------------------------------------- reporting
+
+
+def compare(
+  a: str, b: str, per_fold: dict[str, dict[str, dict]], cv: dict, sizes: dict[str, tuple]
+) -> dict[str, Any]:
+  """The paired tests of learner ``a`` against ``b`` on their per-fold accuracies."""
+  labels = list(per_fold[a])
+  acc_a = np.array([per_fold[a][f]["accuracy"] for f in labels])
+  acc_b = np.array([per_fold[b][f]["accuracy"] for f in labels])
+  alpha = cv["alpha"]
+  n_train = float(np.mean([sizes[f][0] for f in labels]))
+  n_test = float(np.mean([sizes[f][1] for f in labels]))
+  tests = {
+    "corrected_t": stats.corrected_resampled_t(acc_a, acc_b, n_train, n_test, alpha=alpha),
+    "wilcoxon": stats.wilcoxon(acc_a, acc_b, alpha=alpha),
+  }
+  if cv["scheme"] == "5x2":
+    tests["t_5x2cv"] = stats.paired_t_5x2cv(acc_a.reshape(5, 2), acc_b.reshape(5, 2), alpha=alpha)
+    tests["f_5x2cv"] = stats.f_test_5x2cv(acc_a.reshape(5, 2), acc_b.reshape(5, 2))
+  first = labels[0]
+  tests["mcnemar"] = stats.mcnemar(
+    _unpack(per_fold[a][first]["correct"]), _unpack(per_fold[b][first]["correct"]), alpha=alpha
+  )
+  main = tests["t_5x2cv"] if cv["scheme"] == "5x2" else tests["corrected_t"]
+  where = f"these {len(labels)} folds" if cv["scheme"] == "kfold" else "these 5x2 folds"
+  est = tests["corrected_t"]  # the mean over every fold, with its corrected interval
+  return {
+    "a": a,
+    "b": b,
+    "mean_diff": est.mean_diff,
+    "ci_low": est.ci[0],
+    "ci_high": est.ci[1],
+    **{f"p_{k}": t.p_value for k, t in tests.items()},
+    "claim": stats.claim(a, b, main, alpha=alpha, where=where),
+  }
+
+
+def write_reports(config, cv: dict, per_fold: dict, sizes: dict, workdir: Path) -> dict:
+  """results.{md,csv}, comparisons.{md,csv}, the figure and the TensorBoard summaries."""
+  labels = list(sizes)
+  rows = []
+  for learner, accs in per_fold.items():
+    values = [accs[f]["accuracy"] for f in labels]
+    kind = "baseline" if learner in baselines_lib.BASELINES else "ours"
+    rows.append(
+      {
+        "learner": learner,
+        "kind": kind,
+        **dict(zip(labels, values, strict=True)),
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values, ddof=1)),
+      }
+    )
+  data_name = config.data.name
+  notes = [
+    f"{data_name}: {len(labels)} folds ({cv['scheme']}, seed {cv['seed']}); "
+    + (
+      "whole subjects per fold, the study's test subjects unused"
+      if data_name == "har"
+      else "stratified over the training split, the official test splits unused"
+    )
+    + f"; on average {np.mean([s[0] for s in sizes.values()]):.0f} training rows "
+    f"(incl. validation) and {np.mean([s[1] for s in sizes.values()]):.0f} held-out rows per fold.",
+    "Accuracy on each fold's held-out part; mean and standard deviation (ddof 1) over folds.",
+    "Ours: each fold's validation is carved from its training part (early stopping); baselines "
+    "train on the whole training part.",
+  ]
+  columns = [("learner", "Learner"), ("kind", "Kind")] + [(f, f) for f in labels]
+  columns += [("mean", "Mean"), ("std", "Std")]
+  report.write_table(
+    rows,
+    columns,
+    workdir / "results.csv",
+    workdir / "results.md",
+    title=f"Cross-validation: {config.report.title}",
+    notes=notes,
+  )
+  ours = [r["learner"] for r in rows if r["kind"] == "ours"]
+  others = [r["learner"] for r in rows if r["kind"] == "baseline"]
+  pairs = [(a, b) for a in ours for b in others]
+  pairs += [(a, b) for j, a in enumerate(ours) for b in ours[j + 1 :]]
+  comparisons = [compare(a, b, per_fold, cv, sizes) for a, b in pairs]
+  p_cols = [k for k in (comparisons[0] if comparisons else {}) if k.startswith("p_")]
+  headers = {
+    "p_corrected_t": "p corrected t",
+    "p_wilcoxon": "p Wilcoxon",
+    "p_t_5x2cv": "p 5x2cv t",
+    "p_f_5x2cv": "p 5x2cv F",
+    "p_mcnemar": f"p McNemar ({labels[0]})",
+  }
+  main_test = "5x2cv t-test" if cv["scheme"] == "5x2" else "corrected resampled t-test"
+  report.write_table(
+    comparisons,
+    [("a", "A"), ("b", "B"), ("mean_diff", "Acc A - B")]
+    + [("ci_low", "CI low"), ("ci_high", "CI high")]
+    + [(k, headers[k]) for k in p_cols]
+    + [("claim", "What may be claimed")],
+    workdir / "comparisons.csv",
+    workdir / "comparisons.md",
+    title=f"Paired tests: {config.report.title}",
+    notes=[
+      f"Acc A - B: mean accuracy difference over the folds with its {1 - cv['alpha']:.0%} "
+      f"confidence interval from the corrected resampled t-test; the claim uses the {main_test}.",
+      "Corrected t: Nadeau & Bengio (2003); Wilcoxon signed-rank on the per-fold differences; "
+      "5x2cv: Dietterich (1998) t and Alpaydin (1999) F (scheme 5x2 only); McNemar on the "
+      f"held-out rows of {labels[0]} alone (one split).",
+      "Folds of one data set test these learners on this data set at this training-set size; "
+      "they do not make one learner better in general.",
+    ],
+    formats={k: ".3g" for k in p_cols},
+  )
+  _figure(rows, labels, workdir / "figures" / "cv_accuracy.png", config.report.title)
+  for r in rows:
+    with tensorboard.SummaryWriter(workdir / "runs" / "cv" / r["learner"]) as w:
+      for j, f in enumerate(labels):
+        w.scalar("cv/accuracy", r[f], step=j + 1)
+      w.scalar("cv/mean_accuracy", r["mean"], step=0)
+  return {"rows": rows, "comparisons": comparisons}
+
+
+def _figure(rows: list[dict], labels: list[str], path: Path, title: str) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(labels) + 3), 4))
+  x = np.arange(1, len(labels) + 1)
+  for r in rows:
+    style = "-o" if r["kind"] == "ours" else "--s"
+    ax.plot(x, [r[f] for f in labels], style, label=f"{r['learner']} ({r['mean']:.4f})", ms=4)
+  ax.set_xticks(x, labels, rotation=30 if len(labels) > 7 else 0)
+  ax.set_xlabel("fold")
+  ax.set_ylabel("accuracy on the held-out fold")
+  ax.set_title(f"Cross-validation: {title}")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc="best")
+  report._save_figure(fig, path)
