@@ -424,6 +424,12 @@ class Layer:
   has_params: ClassVar[bool] = False  # has trainable parameters (what train.freeze may name)
   hyper: ClassVar[Any] = ()  # default traced hyperparameter (value parsed from the token)
 
+  @classmethod
+  def parse(cls, token: str, ctx: "ParseContext"):
+    """(layer, hyperparameter) if ``token`` is this kind's, else None; by default the token is
+    the kind's name alone (``relu``, ``flatten``)."""
+    return (cls(), ()) if token == cls.kind else None
+
   def init(self, key: jax.Array | None, in_shape: tuple[int, ...], dtype) -> tuple:
     """(params, state, out_shape) for inputs of ``in_shape`` (without the batch axis)."""
     return (), (), self.out_shape(in_shape)
@@ -492,10 +498,6 @@ class ReLU(Layer):
 
   kind: ClassVar[str] = "relu"
 
-  @classmethod
-  def parse(cls, token: str, ctx: "ParseContext"):
-    return (cls(), ()) if token == "relu" else None
-
   def forward(self, p, s, h, x, train, key):
     return relu_forward(x), x, s
 
@@ -547,10 +549,6 @@ class Flatten(Layer):
   """(B, H, W, C) -> (B, H W C), row-major like the flat data rows. Token: ``flatten``."""
 
   kind: ClassVar[str] = "flatten"
-
-  @classmethod
-  def parse(cls, token: str, ctx: "ParseContext"):
-    return (cls(), ()) if token == "flatten" else None
 
   def out_shape(self, in_shape):
     return (math.prod(in_shape),)
