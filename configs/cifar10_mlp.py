@@ -57,6 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.gap_min_epoch = 0
   c.train.patience = 8
   c.train.monitor = "val_loss"  # what patience watches: val_loss or val_acc
+  c.train.diverge = 100.0  # diverged: a loss above this x log(classes), or not finite
   c.train.refit = False  # train again on train + val for the epochs chosen (train.refit)
   c.train.freeze = ""  # layers that never change: "", "all_but_last" or indices "0-3,5"
 

@@ -3,6 +3,7 @@
 import datetime
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from mlp.checkpoint import CheckpointError
-from mlp.data import DataError
+from mlp.data import DataError, common
 from mlp.workers import WorkerError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -24,6 +25,12 @@ def default_workdir(name: str) -> Path:
 
 
 def define_data_dir_flag() -> flags.FlagHolder:
+  if "strict_data" not in flags.FLAGS:
+    flags.DEFINE_bool(
+      "strict_data",
+      False,
+      "Stop when a data file differs from the official one (default: warn and go on).",
+    )
   return flags.DEFINE_string(
     "data_dir",
     None,
@@ -40,6 +47,8 @@ def friendly_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], 
     # absl shows INFO logs; jax's "Unable to initialize backend 'tpu'" is one, and not news on a
     # CPU or GPU machine. Its warnings (e.g. a GPU without a CUDA jaxlib) still show.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    if "strict_data" in flags.FLAGS and flags.FLAGS.strict_data:
+      os.environ[common.STRICT_ENV] = "1"  # read by the loaders, here and in worker processes
     try:
       main(argv)
     except USER_ERRORS as e:
@@ -76,6 +85,9 @@ def config_main(
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = config_flag.value
+    from mlp import sweep
+
+    sweep.check_overrides(config, config_flags.get_override_values(flags.FLAGS[config_flag.name]))
     workdir = Path(workdir_flag.value or default_workdir(config.name))
     print(f"workdir: {workdir}  (TensorBoard: tensorboard --logdir {workdir / tensorboard})")
     run(config, workdir, data_dir=data_dir_flag.value)
@@ -87,8 +99,10 @@ def study_main(default_config: str) -> Callable[[list[str]], None]:
   """The main function of a study entry point (mlp.study.run_study)."""
 
   def run(config, workdir, *, data_dir):
-    from mlp import study
+    from mlp import crossval, study
 
-    study.run_study(config, workdir, data_dir=data_dir)
+    results = study.run_study(config, workdir, data_dir=data_dir)
+    if config.get("report", {}).get("baselines"):
+      crossval.compare_on_test(config, results, workdir, data_dir=data_dir)
 
   return config_main(default_config, run)

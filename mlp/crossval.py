@@ -5,7 +5,8 @@ Workdir layout::
     config.json                     the cross-validation config
     folds/<fold>/                   one study per fold (mlp.study: runs/, results.md, figures/)
     folds/<fold>/baselines/<b>.json a baseline's accuracy, time and per-row correctness on the fold
-    folds/<fold>/correct/<run>.json the same for each of our runs (seed ``config.seed``)
+    folds/<fold>/correct/<run>.json the same for each of our runs (seed ``config.seed``; with
+                                    ``config.ensemble`` = m > 1, its first seed ensemble)
     results.md, results.csv         per-fold accuracies, mean ± std (one row per learner)
     comparisons.md, comparisons.csv paired tests: each of our runs against each baseline
     figures/cv_accuracy.png         per-fold accuracy of every learner
@@ -30,7 +31,7 @@ import ml_collections
 import numpy as np
 
 from mlp import baselines as baselines_lib
-from mlp import checkpoint, report, stats, study, sweep, tensorboard
+from mlp import checkpoint, ensemble, report, stats, study, sweep, tensorboard
 from mlp import data as data_lib
 
 Log = Callable[[str], None]
@@ -87,30 +88,35 @@ def _unpack(bits: str) -> np.ndarray:
   return np.frombuffer(bits.encode(), np.uint8) == ord("1")
 
 
-def _our_correct(fold_dir: Path, run: sweep.Run, data: data_lib.Dataset) -> dict:
-  """Accuracy and per-row correctness of a trained run on the fold (cached as JSON)."""
+def _our_correct(fold_dir: Path, run: sweep.Run, data: data_lib.Dataset, m: int) -> dict:
+  """Accuracy and per-row correctness of a trained run on the fold (cached as JSON); with seed
+  ensembles of ``m`` > 1 runs, of the first ensemble (the seeds from ``run.seed`` on)."""
   from mlp import inference
 
-  path = fold_dir / "correct" / f"{run.name}.json"
+  path = fold_dir / "correct" / (f"{run.name}.json" if m == 1 else f"{run.name}_ensemble{m}.json")
   cached = _read_json(path)
   if cached is not None:
     return cached
   x, y = data.tests[SPLIT]
-  lm = inference.load_model(study.run_dir(fold_dir, run) / "model")
+  folder = fold_dir / "runs" / run.name / "ensemble0" if m > 1 else study.run_dir(fold_dir, run)
+  lm = inference.load_model(folder if m > 1 else folder / "model")
   correct = inference.probabilities(lm, x).argmax(1) == y
   out = {"accuracy": float(correct.mean()), "correct": _pack(correct)}
   checkpoint.atomic_write_json(path, out)
   return out
 
 
-def _baseline(fold_dir: Path, name: str, data: data_lib.Dataset, seed: int, log: Log) -> dict:
+def _baseline(
+  fold_dir: Path, name: str, data: data_lib.Dataset, seed: int, log: Log, split: str = SPLIT
+) -> dict:
+  """A baseline trained on train + val and scored on ``split`` (cached as JSON in ``fold_dir``)."""
   path = fold_dir / "baselines" / f"{name}.json"
   cached = _read_json(path)
   if cached is not None:
     return cached
   x = np.concatenate([data.x_train, data.x_val])
   y = np.concatenate([data.y_train, data.y_val])
-  x_test, y_test = data.tests[SPLIT]
+  x_test, y_test = data.tests[split]
   pred, seconds = baselines_lib.fit_predict(name, x, y, x_test, seed)
   correct = pred == y_test
   out = {"accuracy": float(correct.mean()), "seconds": seconds, "correct": _pack(correct)}
@@ -140,6 +146,7 @@ def run_cv(
   workdir = Path(workdir)
   cv = cv_of(config)
   runs = sweep.expand(config)
+  m = ensemble.size_of(config)
   folds = folds_of(cv)
   _check_workdir(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -156,12 +163,88 @@ def run_cv(
     sizes[label] = (len(data.y_train) + len(data.y_val), len(data.tests[SPLIT][1]))
     for run in runs:
       if run.seed == int(config.seed):
-        per_fold.setdefault(run.name, {})[label] = _our_correct(fold_dir, run, data)
+        per_fold.setdefault(run.name, {})[label] = _our_correct(fold_dir, run, data, m)
     for name in cv["baselines"]:
       per_fold.setdefault(name, {})[label] = _baseline(fold_dir, name, data, cv["seed"], say)
   summary = write_reports(config, cv, per_fold, sizes, workdir)
   log(f"results: {workdir / 'results.md'}, {workdir / 'comparisons.md'}")
   return summary
+
+
+def compare_on_test(
+  config: ml_collections.ConfigDict,
+  results: list[dict],
+  workdir: str | Path,
+  *,
+  data_dir: str | None = None,
+  log: Log = print,
+) -> list[dict]:
+  """A finished study's best run by validation against the baselines ``config.report.baselines``
+  on the study's test split, with McNemar's test on the per-row errors: ``baselines.{md,csv}``.
+
+  One split, one seed: McNemar's test is the one that fits (Dietterich 1998); the baselines train
+  on train + val, since they need no validation for early stopping.
+  """
+  from mlp import inference
+
+  workdir = Path(workdir)
+  names = tuple(config.report.get("baselines", ()) or ())
+  baselines_lib.check_names(names)
+  m = ensemble.size_of(config)
+  if m > 1:  # the study's rows are its seed ensembles
+    results = [
+      json.loads((workdir / "runs" / n / f"ensemble{j}" / "result.json").read_text())
+      for n, j, _ in ensemble.groups(results, m)
+    ]
+  best = study.best_run(results, exclude=tuple(config.get("extra_runs", {}).keys()))
+  split = str(config.report.test_split)
+  if not names or best is None:
+    return []
+  data = data_lib.load(config.data, data_dir)
+  x, y = data.tests[split]
+  if m > 1:
+    lm = inference.load_model(workdir / "runs" / best["name"] / f"ensemble{best['ensemble']}")
+  else:
+    lm = inference.load_model(study.run_dir(workdir, sweep.Run(best["name"], best["seed"], config)))
+  ours = inference.probabilities(lm, x).argmax(1) == y
+  rows = [{"learner": best["name"], "kind": "ours (best by val)", "accuracy": float(ours.mean())}]
+  for name in names:
+    b = _baseline(workdir, name, data, int(config.seed), log, split=split)
+    test = stats.mcnemar(ours, _unpack(b["correct"]))
+    rows.append(
+      {
+        "learner": name,
+        "kind": "baseline",
+        "accuracy": b["accuracy"],
+        "seconds": b["seconds"],
+        "diff": float(ours.mean()) - b["accuracy"],
+        "p_mcnemar": test.p_value,
+        "claim": stats.claim(best["name"], name, test, where=f"the {split} split"),
+      }
+    )
+  report.write_table(
+    rows,
+    [("learner", "Learner"), ("kind", "Kind"), ("accuracy", f"Top-1 ({split})")]
+    + [("diff", "Ours - it"), ("p_mcnemar", "p McNemar"), ("seconds", "Fit s")]
+    + [("claim", "What may be claimed")],
+    workdir / "baselines.csv",
+    workdir / "baselines.md",
+    title=f"{config.report.title}: best run against scikit-learn baselines",
+    notes=[
+      f"Best run by validation accuracy ({best['run']}) and baselines (mlp.baselines, trained "
+      f"on train + val with the same features) on the {split!r} split ({len(y)} rows).",
+      "McNemar's test on the rows one learner gets right and the other wrong (one split).",
+      "Cross-validation with more tests: python -m experiments.cross_validate (README).",
+    ],
+    formats={"p_mcnemar": ".3g", "seconds": ".1f"},
+  )
+  for r in rows[1:]:
+    log(
+      f"{r['learner']}: {split} top-1 {r['accuracy']:.4f} (ours {rows[0]['accuracy']:.4f}, "
+      f"McNemar p = {r['p_mcnemar']:.3g})"
+    )
+  log(f"baselines: {workdir / 'baselines.md'}")
+  return rows
 
 
 # ------------------------------------------------------------------------------- reporting
@@ -232,6 +315,11 @@ def write_reports(config, cv: dict, per_fold: dict, sizes: dict, workdir: Path) 
     "Ours: each fold's validation is carved from its training part (early stopping); baselines "
     "train on the whole training part.",
   ]
+  m = ensemble.size_of(config)
+  if m > 1:
+    notes.append(f"Ours: a seed ensemble of {m} runs (seeds {config.seed}..{config.seed + m - 1}).")
+  if config.train.get("refit", False):
+    notes.append("Ours: refit on the fold's whole training part for the epochs validation chose.")
   columns = [("learner", "Learner"), ("kind", "Kind")] + [(f, f) for f in labels]
   columns += [("mean", "Mean"), ("std", "Std")]
   report.write_table(

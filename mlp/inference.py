@@ -4,6 +4,10 @@ A model saved by :mod:`mlp.study` (``runs/<name>/seed<k>/model.{json,npz}``) car
 needed: its network (layers with their dropout rates), params and state, the run config (data
 section: data set, split and preprocessing options), and meta (dataset, class_names, input_shape,
 preprocessing kind) with the preprocessing statistics as arrays ``preprocess/<name>``.
+
+A seed ensemble (``runs/<name>/ensemble<j>/``, written by :mod:`mlp.ensemble`) is a folder with
+``ensemble.json`` naming its member models; it loads as one model whose probabilities are the
+mean of its members'.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 
 from mlp import checkpoint, train
 from mlp import data as data_lib
+from mlp import ensemble as ensemble_lib
 from mlp.checkpoint import CheckpointError
 from mlp.data import DataError, preprocess
 
@@ -35,6 +40,7 @@ class LoadedModel:
   input_shape: tuple[int, ...]
   preprocess_kind: str
   stats: dict[str, np.ndarray]
+  members: tuple[LoadedModel, ...] = ()  # a seed ensemble: these models, probabilities averaged
 
   @property
   def is_image_model(self) -> bool:
@@ -56,7 +62,33 @@ def model_prefix(path: str | os.PathLike) -> Path:
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:
-  """Load a saved model; CheckpointError (with the reason) if missing, corrupt or incomplete."""
+  """Load a saved model or seed ensemble; CheckpointError (with the reason) if missing, corrupt
+  or incomplete."""
+  p = Path(path)
+  if p.name == ensemble_lib.FILE or (p.is_dir() and (p / ensemble_lib.FILE).exists()):
+    return _load_ensemble(p if p.name == ensemble_lib.FILE else p / ensemble_lib.FILE)
+  return _load_one(path)
+
+
+def _load_ensemble(path: Path) -> LoadedModel:
+  members = tuple(_load_one(m) for m in ensemble_lib.read_members(path))
+  first = members[0]
+  for m in members[1:]:
+    same = (m.dataset, m.class_names, m.input_shape, m.preprocess_kind) == (
+      first.dataset,
+      first.class_names,
+      first.input_shape,
+      first.preprocess_kind,
+    ) and all(np.array_equal(m.stats[k], first.stats.get(k)) for k in m.stats)
+    if not same:
+      raise CheckpointError(
+        f"{path}: member {m.path} differs from {first.path} in data set, classes, input shape "
+        "or preprocessing; an ensemble's members must take the same inputs"
+      )
+  return dataclasses.replace(first, path=path.parent / "model", members=members)
+
+
+def _load_one(path: str | os.PathLike) -> LoadedModel:
   prefix = model_prefix(path)
   m = checkpoint.load(prefix)
   meta = m.meta
@@ -129,11 +161,14 @@ def prepare(lm: LoadedModel, images: np.ndarray) -> np.ndarray:
 
 
 def probabilities(lm: LoadedModel, x: np.ndarray) -> np.ndarray:
-  """(n, C) class probabilities for already-preprocessed flat inputs ``x``."""
+  """(n, C) class probabilities for already-preprocessed flat inputs ``x`` (an ensemble: the mean
+  of its members' probabilities)."""
   x = np.asarray(x, np.float32)
   n_in = lm.spec.net.num_inputs
   if x.ndim != 2 or x.shape[1] != n_in:
     raise ValueError(f"inputs have shape {x.shape}, the model takes (n, {n_in})")
+  if lm.members:
+    return ensemble_lib.average([probabilities(m, x) for m in lm.members])
   return np.exp(train.log_probs(lm.spec, lm.model.params, lm.model.state, lm.hyper, x))
 
 

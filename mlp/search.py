@@ -54,7 +54,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from mlp import checkpoint, report, study, sweep, tensorboard
+from mlp import checkpoint, journal, report, study, sweep, tensorboard
 from mlp.data import Dataset
 
 Log = Callable[[str], None]
@@ -314,6 +314,7 @@ def open_storage(
   path.parent.mkdir(parents=True, exist_ok=True)
   from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
+  journal.repair(path, log)  # a torn last record would corrupt the next append
   lock = JournalFileOpenLock(str(path))  # works on NFS too, unlike symlinks on some servers
   return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
 

@@ -188,6 +188,6 @@ def claim(a: str, b: str, test: Test, *, alpha: float = 0.05, where: str = "thes
       f"{better} is the better learner in general."
     )
   return (
-    f"No significant difference at {alpha} ({test.name} p = {test.p_value:.3g}): {where} do not "
-    f"show that {a} or {b} is more accurate."
+    f"No significant difference at {alpha} ({test.name} p = {test.p_value:.3g}): on {where}, "
+    f"neither {a} nor {b} is shown to be more accurate."
   )

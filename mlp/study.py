@@ -6,7 +6,8 @@ Workdir layout::
     runs/                          TensorBoard logdir (HParams experiment summary at its root)
       <name>/seed<k>/              one run: events, metrics.jsonl, model.{npz,json}, history.png,
                                    eval/<split>/ reports, result.json (written last = finished)
-    results.csv, results.md        one row per run name (mean ± std over seeds)
+      <name>/ensemble<j>/          with config.ensemble > 1: a seed ensemble (mlp.ensemble)
+    results.csv, results.md        one row per run name (mean ± std over seeds, or ensembles)
     figures/*.png
 
 Re-running on the same workdir resumes: finished runs (result.json present) are skipped and never
@@ -24,7 +25,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from mlp import checkpoint, metrics, report, sweep, tensorboard, train, transfer, workers
+from mlp import checkpoint, ensemble, metrics, report, sweep, tensorboard, train, transfer, workers
 from mlp import data as data_lib
 from mlp.data import Dataset
 
@@ -46,11 +47,13 @@ def run_dir(workdir: Path, run: sweep.Run) -> Path:
   return Path(workdir) / "runs" / run.name / f"seed{run.seed}"
 
 
-EXECUTION_FIELDS = ("workers", "vectorize")  # how runs are executed, not what they compute
+# How runs are executed or combined, not what each run computes.
+EXECUTION_FIELDS = ("workers", "vectorize", "ensemble")
 
 
 def _run_config_json(run: sweep.Run) -> dict:
   cfg = run.config.to_dict()
+  cfg.get("report", {}).pop("baselines", None)  # compared after the study, not part of a run
   return checkpoint.to_jsonable({k: v for k, v in cfg.items() if k not in EXECUTION_FIELDS})
 
 
@@ -203,6 +206,67 @@ def _refit(group: sweep.Group, runs, fit: train.FitResult, data: Dataset, *, log
   }
 
 
+def _evaluation(probs: np.ndarray, y: np.ndarray, data: Dataset, out: Path, title: str) -> dict:
+  """Top-k, loss and confusion matrix of ``probs`` on labels ``y``; the report goes to ``out``."""
+  report.evaluation_report(out, y, probs, data.class_names, title=f"{title} ({data.name})")
+  return {
+    "topk": metrics.topk_accuracy(probs, y).tolist(),
+    "loss": float(-np.mean(np.log(np.maximum(probs[np.arange(len(y)), y], 1e-30)))),
+    "confusion": metrics.confusion_matrix(y, probs.argmax(1), data.num_classes).tolist(),
+  }
+
+
+def finish_ensembles(results: list[dict], m: int, data: Dataset, workdir: Path) -> list[dict]:
+  """Evaluate and save the seed ensembles of size ``m`` of finished runs (mlp.ensemble).
+
+  Recomputed from the members' saved models each time (cheap next to training, never stale).
+  With ``train.refit`` the saved members are refit models, which trained on the validation rows:
+  the ensemble's "val" is then the mean of its members' selection-model values.
+  """
+  from mlp import inference
+
+  out = []
+  for name, j, members in ensemble.groups(results, m):
+    folder = Path(workdir) / "runs" / name / f"ensemble{j}"
+    seeds = [r["seed"] for r in members]
+    diverged = any(r["diverged"] for r in members)
+    refit = any("refit" in r for r in members)
+    evals: dict[str, Any] = {}
+    if not diverged:
+      ensemble.write_members(
+        folder, [Path(workdir) / "runs" / name / f"seed{s}" / "model" for s in seeds]
+      )
+      lm = inference.load_model(folder)
+      splits = {} if refit else {"val": (data.x_val, data.y_val)}
+      for split, (x, y) in {**splits, **data.tests}.items():
+        if len(y):
+          title = f"{name} ensemble of seeds {', '.join(map(str, seeds))} on {split}"
+          evals[split] = _evaluation(
+            inference.probabilities(lm, x), y, data, folder / "eval" / split, title
+          )
+      if refit:
+        evals["val"] = {
+          "topk": np.mean([r["val"]["topk"] for r in members], axis=0).tolist(),
+          "loss": float(np.mean([r["val"]["loss"] for r in members])),
+        }
+    result = {
+      "run": f"{name}/ensemble{j}",
+      "name": name,
+      "seed": seeds[0],
+      "seeds": seeds,
+      "ensemble": j,
+      "config": members[0]["config"],
+      "epochs": float(np.mean([r["epochs"] for r in members])),
+      "diverged": diverged,
+      "seconds": float(sum(r["seconds"] for r in members)),
+      "val": evals.get("val"),
+      "tests": {k: v for k, v in evals.items() if k != "val"},
+    }
+    checkpoint.atomic_write_json(folder / "result.json", result)
+    out.append(result)
+  return out
+
+
 def _finish_run(
   run, spec, params, state, fit: train.FitResult, i: int, data: Dataset, workdir, *, refit=None
 ) -> dict:
@@ -231,15 +295,7 @@ def _finish_run(
       continue
     p, s = selection if split == "val" else (params, state)
     probs = np.exp(train.log_probs(spec, p, s, hyper, x))
-    cm = metrics.confusion_matrix(y, probs.argmax(1), data.num_classes)
-    evals[split] = {
-      "topk": metrics.topk_accuracy(probs, y).tolist(),
-      "loss": float(-np.mean(np.log(np.maximum(probs[np.arange(len(y)), y], 1e-30)))),
-      "confusion": cm.tolist(),
-    }
-    report.evaluation_report(
-      rdir / "eval" / split, y, probs, data.class_names, title=f"{run.id} on {data.name} {split}"
-    )
+    evals[split] = _evaluation(probs, y, data, rdir / "eval" / split, f"{run.id} on {split}")
   if not diverged:
     checkpoint.save(
       rdir / "model",
@@ -296,6 +352,7 @@ def run_study(
   """
   workdir = Path(workdir)
   runs = sweep.expand(config)
+  m = ensemble.size_of(config)
   data_given = data
   if data is None:
     data = data_lib.load(config.data, data_dir)  # before creating the workdir: no empty folders
@@ -336,7 +393,8 @@ def run_study(
       ):
         results[r["run"]] = r
   ordered = [results[r.id] for r in runs]
-  write_results(config, ordered, data, workdir)
+  ensembles = finish_ensembles(ordered, m, data, workdir) if m > 1 else None
+  write_results(config, ordered, data, workdir, ensembles=ensembles)
   log(f"results: {workdir / 'results.md'}; figures: {workdir / 'figures'}")
   return ordered
 
@@ -372,7 +430,7 @@ def summary_rows(config: ml_collections.ConfigDict, results: list[dict]) -> list
     row["Status"] = (
       "diverged" if not ok else ("ok" if len(ok) == len(rs) else f"{len(rs) - len(ok)} diverged")
     )
-    row["seeds"] = len(rs)
+    row["seeds"] = sum(len(r.get("seeds", [r["seed"]])) for r in rs)
     rows.append(row)
   return rows
 
@@ -386,11 +444,17 @@ def best_run(results: list[dict], *, exclude: tuple[str, ...] = ()) -> dict | No
 
 
 def write_results(
-  config: ml_collections.ConfigDict, results: list[dict], data: Dataset, workdir: Path
+  config: ml_collections.ConfigDict,
+  results: list[dict],
+  data: Dataset,
+  workdir: Path,
+  *,
+  ensembles: list[dict] | None = None,
 ) -> None:
-  """results.csv / results.md and the study's figures."""
+  """results.csv / results.md and the study's figures; with ``ensembles`` the table's rows and
+  the best run are the ensembles' (the figures stay the first seed's runs)."""
   workdir = Path(workdir)
-  rows = summary_rows(config, results)
+  rows = summary_rows(config, ensembles or results)
   k = int(config.report.topk)
   columns = [("run", "Run")]
   columns += [(c.split("=")[0], c.split("=")[0]) for c in config.report.columns]
@@ -401,12 +465,25 @@ def write_results(
     f"Top-k accuracies on the {split!r} split; Epoch = epochs trained "
     f"(early stopping: {config.train.early_stopping})."
   ]
-  best = best_run(results, exclude=tuple(config.get("extra_runs", {}).keys()))
+  best = best_run(ensembles or results, exclude=tuple(config.get("extra_runs", {}).keys()))
   if best is not None:
     notes.append(
       f"Best run by validation accuracy: {best['name']} (val top-1 {best['val']['topk'][0]:.4f})."
     )
-  if int(config.seeds) > 1:
+  if ensembles:
+    m = ensemble.size_of(config)
+    notes.append(
+      f"Each row: seed ensembles of {m} runs (probabilities averaged, mlp.ensemble); values are "
+      + (
+        f"mean ± std over {int(config.seeds) // m} ensembles."
+        if int(config.seeds) > m
+        else "one ensemble's."
+      )
+      + (
+        " A refit ensemble's val: its members' mean." if any("refit" in r for r in results) else ""
+      )
+    )
+  elif int(config.seeds) > 1:
     notes.append(f"Values are mean ± std over {config.seeds} seeds.")
   report.write_table(
     rows,

@@ -9,7 +9,7 @@ import copy
 import hashlib
 import itertools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -88,7 +88,13 @@ def override(cfg: ml_collections.ConfigDict, path: str, value: Any) -> None:
 # was trained with (the data section has its own, mlp.data.with_added_fields).
 ADDED_FIELDS = {
   "model": {"layers": "", "init_from": ""},
-  "train": {"augment_flip": False, "augment_shift": 0, "refit": False, "freeze": ""},
+  "train": {
+    "augment_flip": False,
+    "augment_shift": 0,
+    "refit": False,
+    "freeze": "",
+    "diverge": 100.0,
+  },
   "data": {"classes": []},
 }
 
@@ -101,6 +107,20 @@ def with_added_fields(saved: Mapping, current: Mapping) -> dict:
       implied = {k: v for k, v in fields.items() if k in current[section]}
       out[section] = {**implied, **out[section]}
   return out
+
+
+def check_overrides(config: ml_collections.ConfigDict, paths: Iterable[str]) -> None:
+  """ValueError when a command-line override sets a field that the grid sweeps: every run takes
+  the grid's value, so the override would be silently dropped."""
+  grid = dict(leaves(config.get("grid", {})))
+  for path in paths:
+    if path in grid:
+      values = ", ".join(fmt(v) if isinstance(v, list | tuple) else repr(v) for v in grid[path])
+      raise ValueError(
+        f"--config.{path} is swept by the grid (grid.{path} = ({values})), so no run would use "
+        f"it; to train every run with one value, override the grid: "
+        f"--config.grid.{path}='(VALUE,)'"
+      )
 
 
 def _base(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -201,6 +221,7 @@ def stopping_of(cfg: ml_collections.ConfigDict) -> train.Stopping:
     min_epoch=int(t.gap_min_epoch),
     patience=int(t.patience),
     monitor=str(t.get("monitor", "val_loss")),
+    diverge=float(t.get("diverge", 100.0)),
   ).validate()
 
 

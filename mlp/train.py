@@ -103,6 +103,11 @@ class Stopping(NamedTuple):
             or "val_acc", higher is better) has not beaten its best for ``patience`` epochs, and
             restore the params of the best epoch (image study);
   none:     train for ``max_epochs``.
+
+  Whatever the rule, a member stops as "diverged" once its train or validation loss is not finite
+  or exceeds ``diverge`` x log(C), C classes: log(C) is the loss of a uniform guess, so a loss a
+  hundred times that (learning rate far too high) is a run that is not learning, even while every
+  value is still finite. Diverged runs are marked in every table and never chosen as best.
   """
 
   kind: str = "none"
@@ -110,12 +115,15 @@ class Stopping(NamedTuple):
   min_epoch: int = 50
   patience: int = 4
   monitor: str = "val_loss"
+  diverge: float = 100.0
 
   def validate(self) -> "Stopping":
     if self.kind not in ("gap", "patience", "none"):
       raise ValueError(f"early stopping must be gap/patience/none, got {self.kind!r}")
     if self.monitor not in ("val_loss", "val_acc"):
       raise ValueError(f"early stopping monitor must be val_loss/val_acc, got {self.monitor!r}")
+    if not self.diverge > 0:
+      raise ValueError(f"train.diverge must be > 0, got {self.diverge}")
     return self
 
 
@@ -180,7 +188,7 @@ def _train_epoch(
   pad = steps * bs - n
   epoch_key = jax.random.fold_in(key, epoch)
   perm = jax.random.permutation(jax.random.fold_in(epoch_key, 0), n)
-  idx = jnp.concatenate([perm, perm[:pad]]).reshape(steps, bs)
+  idx = jnp.resize(perm, steps * bs).reshape(steps, bs)  # pads cyclically, also when bs > n
   weights = None
   if pad:
     weights = jnp.concatenate([jnp.ones(n, x.dtype), jnp.zeros(pad, x.dtype)]).reshape(steps, bs)
@@ -415,8 +423,12 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
     if on_epoch is not None:
       act = np.flatnonzero(active)
       on_epoch(done, ids[act], {k: v[act] for k, v in metrics.items()})
+    bound = stopping.diverge * math.log(spec.net.num_classes)
     for i in np.flatnonzero(active):
-      if not (np.isfinite(tr_loss[i]) and np.isfinite(va_loss[i])):
+      if (
+        not (np.isfinite(tr_loss[i]) and np.isfinite(va_loss[i]))
+        or max(tr_loss[i], va_loss[i]) > bound
+      ):
         reason[i] = "diverged"
       elif stopping.kind == "gap" and done > stopping.min_epoch:
         if abs(va_loss[i] - tr_loss[i]) > stopping.gap:

@@ -154,3 +154,17 @@ def write_fake_fer(root: str | Path, n: int = 70, seed: int = 0) -> Path:
   path = d / "fer2013.csv"
   path.write_text("\n".join(lines) + "\n")
   return path
+
+
+def one_run_har_config():
+  """configs/har.py:quick cut to one run (seed 0) in this process, validated on 2 subjects."""
+  from configs import har
+
+  cfg = har.get_config("quick")
+  cfg.workers = 1
+  cfg.grid = {}
+  cfg.extra_runs = {}
+  cfg.report.compare_with_best = ""
+  cfg.report.figure_groups = ()
+  cfg.data.val_subjects = 2
+  return cfg

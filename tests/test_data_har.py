@@ -426,3 +426,25 @@ def test_fake_har_is_learnable(tmp_path):
   centroids = np.stack([d.x_train[d.y_train == c].mean(0) for c in range(6)])
   pred = np.argmin(((d.x_test[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
   assert (pred == d.y_test).mean() > 0.9
+
+
+def test_a_damaged_copy_in_data_dir_is_reported_and_strict_mode_refuses_it(
+  tmp_path, monkeypatch, capsys
+):
+  """A copy whose X_train.txt lost its last 4 bytes used to train silently on a wrong value."""
+  root = write_fake_har(tmp_path, subjects=(1, 3, 5, 25, 26, 27), rows_per_subject=6)
+  # Pretend the files as written are the official ones (the real digests need the real data).
+  official = {rel: common.file_digest(root / rel) for rel in har.SHA256 if (root / rel).exists()}
+  monkeypatch.setattr(har, "SHA256", official)
+  har.load_arrays(root)
+  assert "differ" not in capsys.readouterr().err
+  x_train = root / "train" / "X_train.txt"
+  x_train.write_bytes(x_train.read_bytes()[:-5] + b"\n")  # the last value loses 4 characters
+  har.load_arrays(root)
+  err = capsys.readouterr().err
+  assert "train/X_train.txt differs from the official file" in err and "strict_data" in err
+  har.load_arrays(root)  # from the parsed cache: the check's outcome is remembered, still said
+  assert "train/X_train.txt differs" in capsys.readouterr().err
+  monkeypatch.setenv(common.STRICT_ENV, "1")
+  with pytest.raises(DataError, match="X_train.txt differs"):
+    har.load_arrays(root)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -333,6 +334,10 @@ def test_cli_runs_quick_config_and_rejects_unknown_field(har_dir, tmp_path):
   assert missing.returncode == 2
   assert "nowhere" in missing.stderr and "Traceback" not in missing.stderr
   assert not (tmp_path / "never").exists()  # nothing is created before the data loads
+  # A field the grid sweeps cannot be overridden directly: no run would use the value.
+  gridded = run_cli("--config=configs/har.py:quick", "--config.train.learning_rate=1000")
+  assert gridded.returncode == 2 and "Traceback" not in gridded.stderr
+  assert "grid.train.learning_rate" in gridded.stderr and "--config.grid." in gridded.stderr
   bad_norm = run_cli(
     "--config=configs/har.py:quick",
     "--config.data.subject_norm=zscore",
@@ -351,3 +356,41 @@ def test_cli_runs_quick_config_and_rejects_unknown_field(har_dir, tmp_path):
   assert ok.returncode == 0, ok.stderr[-2000:]
   assert len(read_csv(tmp_path / "w" / "results.csv")) == 9
   assert json.loads((tmp_path / "w" / "config.json").read_text())["train"]["max_epochs"] == 1
+  # The main job compares its best run with the configured baselines on the test split.
+  assert {r["learner"] for r in read_csv(tmp_path / "w" / "baselines.csv")} >= {
+    "logistic_regression",
+    "linear_svm",
+    "random_forest",
+  }
+  assert "McNemar" in ok.stdout
+
+
+def test_best_run_is_compared_with_baselines_by_mcnemar(finished, har_dir):
+  from mlp import crossval, stats
+
+  cfg, workdir, results, _ = finished
+  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  cfg.report.baselines = ("logistic_regression", "decision_tree")
+  rows = crossval.compare_on_test(cfg, results, workdir, data_dir=str(har_dir), log=lambda m: None)
+  best = study.best_run(results, exclude=("dropout",))
+  assert rows[0]["learner"] == best["name"]
+  assert rows[0]["accuracy"] == pytest.approx(best["tests"]["test"]["topk"][0])
+  data = data_lib.load(cfg.data, str(har_dir))
+  x, y = data.tests["test"]
+  lm = inference.load_model(workdir / "runs" / best["name"] / f"seed{best['seed']}")
+  ours = inference.probabilities(lm, x).argmax(1) == y
+  for r in rows[1:]:
+    saved = json.loads((workdir / "baselines" / f"{r['learner']}.json").read_text())
+    theirs = np.frombuffer(saved["correct"].encode(), np.uint8) == ord("1")
+    assert r["p_mcnemar"] == pytest.approx(stats.mcnemar(ours, theirs).p_value)
+    assert r["accuracy"] == pytest.approx(theirs.mean())
+  table = read_csv(workdir / "baselines.csv")
+  assert [t["learner"] for t in table] == [best["name"], "logistic_regression", "decision_tree"]
+
+
+def test_overrides_of_swept_fields_are_refused_and_others_pass():
+  cfg = har_config.get_config("quick")
+  sweep.check_overrides(cfg, ["train.l2", "grid.train.learning_rate", "data.split_seed"])
+  for path in ("train.learning_rate", "model.hidden", "train.batch_size", "train.momentum"):
+    with pytest.raises(ValueError, match=f"grid.{path} = "):
+      sweep.check_overrides(cfg, [path])

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from configs import har as har_config
 from mlp import checkpoint, study, sweep, train
 from mlp import data as data_lib
-from tests.data_fixtures import write_fake_har
+from tests.data_fixtures import one_run_har_config, write_fake_har
 
 
 def test_chosen_epochs_is_the_best_monitored_epoch_under_patience():
@@ -26,13 +25,7 @@ def har_dir(tmp_path_factory):
 
 
 def refit_config(refit: bool):
-  cfg = har_config.get_config("quick")
-  cfg.workers = 1
-  cfg.grid = {}
-  cfg.extra_runs = {}
-  cfg.report.compare_with_best = ""
-  cfg.report.figure_groups = ()
-  cfg.data.val_subjects = 2
+  cfg = one_run_har_config()
   cfg.train.early_stopping = "patience"
   cfg.train.patience = 2
   cfg.train.max_epochs = 5

@@ -248,3 +248,43 @@ def test_space_errors_are_readable():
   cfg.search.space.nonsense = dict(scale="linear", low=0, high=1)
   with pytest.raises(search.SearchError, match="nonsense"):
     search.space_of(cfg)
+
+
+def _journal_with_trials(path: Path, n: int) -> None:
+  from optuna.storages.journal import JournalFileBackend
+
+  st = optuna.create_study(
+    study_name="s", storage=optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+  )
+  for i in range(n):
+    st.tell(st.ask(), float(i))
+
+
+def test_a_torn_journal_record_is_set_aside_and_the_study_goes_on(tmp_path):
+  """A worker killed mid-write used to leave a fragment that the next append glued onto, after
+  which every command failed with a bare JSONDecodeError."""
+  path = tmp_path / search.JOURNAL_NAME
+  _journal_with_trials(path, 3)
+  os.truncate(path, path.stat().st_size - 40)
+  lines = []
+  storage = search.open_storage(None, tmp_path, quick(), lines.append)
+  (aside,) = tmp_path.glob(f"{search.JOURNAL_NAME}.torn-*")
+  assert aside.stat().st_size > 0 and any("set aside" in m and str(aside) in m for m in lines)
+  st = optuna.load_study(study_name="s", storage=storage)
+  st.tell(st.ask(), 9.0)  # appends after the last whole record
+  again = optuna.load_study(
+    study_name="s", storage=search.open_storage(None, tmp_path, quick(), print)
+  )
+  assert 9.0 in [t.value for t in again.trials if t.state == TrialState.COMPLETE]
+
+
+def test_a_record_broken_mid_journal_stops_with_the_recovery_command(tmp_path):
+  path = tmp_path / search.JOURNAL_NAME
+  _journal_with_trials(path, 2)
+  os.truncate(path, path.stat().st_size - 40)
+  # What happened before the fix: the next writer glued its record onto the fragment.
+  with open(path, "ab") as f:
+    f.write(b'{"op_code":0,"worker_id":"w","study_name":"t","directions":[1]}\n')
+  with pytest.raises(search.journal.JournalError, match=r"line \d+ is not a valid record") as e:
+    search.open_storage(None, tmp_path, quick(), print)
+  assert "head -n" in str(e.value) and str(path) in str(e.value)

@@ -69,7 +69,9 @@ def test_epoch_learning_rate_decay():
   np.testing.assert_allclose(lrs, [0.1, 0.09, 0.081, 0.0729], rtol=1e-6)
 
 
-@pytest.mark.parametrize("n,batch_size", [(10, 3), (8, 4), (5, 1)])
+@pytest.mark.parametrize(
+  "n,batch_size", [(10, 3), (8, 4), (5, 1), (4, 10), (7, 16)]
+)  # bs > n: one step
 def test_epoch_equals_reference_loop_with_partial_batch(n, batch_size):
   """The scanned epoch equals a plain Python loop of jax.grad steps over the same batches."""
   with jax.enable_x64(True):
@@ -456,3 +458,20 @@ def test_augment_flips_and_shifts_within_k_pixels():
   assert 60 < flips < 140 and shifts > 150  # both happen, about half the images mirrored
   none = train.Spec(net=sp.net, batch_size=4)
   np.testing.assert_array_equal(train.augment(none, jax.random.key(0), x), x)
+
+
+def test_a_runaway_but_finite_loss_is_diverged():
+  """lr 10: after one epoch the loss is ~1e15 and still finite; it must not pass as a run that
+  trained (runaway losses used to show as "ok")."""
+  x, y = blobs(40)
+  spec = train.Spec(net=mlp(), batch_size=4)
+  hyper = train.stack([train.make_hyper(learning_rate=10.0, layers=layer_hyper(spec.net))])
+  keys = jax.random.split(jax.random.key(0), 1)
+  loose = train.Stopping(diverge=1e30)  # the old rule: only a non-finite loss counts
+  old = train.fit(spec, hyper, keys, (x, y, x, y), max_epochs=1, stopping=loose)
+  assert np.isfinite(old.history[0]["train_loss"]).all() and old.stop_reason == ["max_epochs"]
+  assert old.history[0]["train_loss"][-1] > 100 * np.log(3)
+  new = train.fit(spec, hyper, keys, (x, y, x, y), max_epochs=1)
+  assert new.stop_reason == ["diverged"]
+  with pytest.raises(ValueError, match="diverge"):
+    train.Stopping(diverge=0.0).validate()

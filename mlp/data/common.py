@@ -111,6 +111,39 @@ def verify_checksum(path: Path, expected: str, algorithm: str) -> None:
     )
 
 
+STRICT_ENV = "MLP_STRICT_DATA"  # "1": a file that differs from the official one is an error
+
+
+def differing_files(root: Path, expected: Mapping[str, tuple[str, str]]) -> list[str]:
+  """The files (relative to ``root``) present but not matching their official checksum;
+  ``expected`` maps a relative path to (algorithm: hashlib name or "git-blob", hex digest)."""
+  out = []
+  for rel, (algorithm, digest) in expected.items():
+    path = Path(root) / rel
+    if path.is_file():
+      got = git_blob_sha1(path) if algorithm == "git-blob" else file_digest(path, algorithm)
+      if got != digest.lower():
+        out.append(rel)
+  return out
+
+
+def report_differing(name: str, root: Path, files: Iterable[str]) -> None:
+  """Warn (or, with ``MLP_STRICT_DATA=1`` / ``--strict_data``, raise DataError) about files that
+  differ from the official ones: a truncated or damaged copy would train on wrong values."""
+  files = [str(f) for f in files]
+  if not files:
+    return
+  msg = (
+    f"{name} in {root}: {', '.join(files)} differ{'s' if len(files) == 1 else ''} from the "
+    "official file (sha256). A truncated or damaged copy trains on wrong values: delete the "
+    "folder and download it again. If you changed it on purpose, this is only a warning "
+    "(--strict_data or MLP_STRICT_DATA=1 makes it an error)."
+  )
+  if os.environ.get(STRICT_ENV, "") == "1":
+    raise DataError(msg)
+  print(f"warning: {msg}", file=sys.stderr)
+
+
 def fingerprint(paths: Iterable[Path]) -> str:
   """A hex key for a set of source files from their absolute path, size and mtime_ns."""
   h = hashlib.sha256()

@@ -291,10 +291,20 @@ def load_arrays(root: Path) -> dict[str, np.ndarray]:
   root = Path(root)
   state, present = _test_state(root)
   sources = [root / rel for rel in (*META_FILES, *TRAIN_FILES, *TEST_FILES)]
-  key = common.fingerprint(sources)
+  key = common.fingerprint(sources) + ":checked"  # caches before the checksum check: re-parse
   cached = common.load_parsed("har", root, key)
   if cached is not None:
+    common.report_differing("UCI HAR", root, cached.get("differing", ()))
     return cached
+  # Checked once, when the files are first parsed; the cache remembers the outcome.
+  differing = common.differing_files(
+    root,
+    {
+      **{k: ("sha256", v) for k, v in SHA256.items()},
+      **{k: ("git-blob", v) for k, v in GIT_BLOB_SHA1.items()},
+    },
+  )
+  common.report_differing("UCI HAR", root, differing)
   feature_names = parse_names(root / "features.txt")
   class_names = parse_names(root / "activity_labels.txt")
   out: dict[str, np.ndarray] = {}
@@ -307,6 +317,7 @@ def load_arrays(root: Path) -> dict[str, np.ndarray]:
   out["feature_names"] = np.array(feature_names, dtype=str)
   out["test_state"] = np.array(state)
   out["test_present"] = np.array(present, dtype=str).reshape(-1)
+  out["differing"] = np.array(differing, dtype=str).reshape(-1)
   common.save_parsed("har", root, key, out)
   return out
 
