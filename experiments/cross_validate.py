@@ -18,4 +18,4 @@ def run(config, workdir, *, data_dir):
 main = cli.config_main("har_cv.py", run, tensorboard="")
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

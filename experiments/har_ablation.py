@@ -7,4 +7,4 @@ from mlp import cli
 main = cli.study_main("har.py")
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

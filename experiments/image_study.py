@@ -12,4 +12,4 @@ from mlp import cli
 main = cli.study_main("cifar10_mlp.py")
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -17,4 +17,4 @@ def run(config, workdir, *, data_dir):
 main = cli.config_main("fer2013_transfer.py", run, tensorboard="")
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,6 +1,7 @@
 """Shared plumbing for the thin absl entry points in experiments/: workdirs and friendly errors."""
 
 import datetime
+import errno
 import functools
 import logging
 import os
@@ -13,10 +14,21 @@ from ml_collections import config_flags
 
 from mlp.checkpoint import CheckpointError
 from mlp.data import DataError, common
+from mlp.lock import WorkdirBusy
+from mlp.study import StudyError
 from mlp.workers import WorkerError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-USER_ERRORS = (DataError, CheckpointError, WorkerError, ValueError, KeyError, FileNotFoundError)
+USER_ERRORS = (
+  DataError,
+  CheckpointError,
+  WorkerError,
+  WorkdirBusy,
+  StudyError,
+  ValueError,
+  KeyError,
+  FileNotFoundError,
+)
 
 
 def default_workdir(name: str) -> Path:
@@ -39,6 +51,31 @@ def define_data_dir_flag() -> flags.FlagHolder:
   )
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (``app.run(main, flags_parser=parse_flags)``), with a mistake in a flag
+  or a config override (unknown field or variant, wrong type, missing file) said in a line or
+  two and exit status 2 instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+    text = str(e).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(e, AttributeError | KeyError):  # an override names a field the config lacks
+      key = text.strip("'\"")
+      used = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a.split("=")[0]]
+      text = f"the config has no field {key!r}" + (f" (from {', '.join(used)})" if used else "")
+    elif "Traceback" in text and lines:  # the config file raised: keep its own message
+      text = f"{lines[0].rstrip(':')}: {lines[-1]}"
+    elif "No such file" in text or "Attempted" in text:
+      text = " ".join(lines)
+    print(
+      f"error: {text}\nOverrides look like --config.train.learning_rate=0.01; --helpfull lists "
+      "every flag.",
+      file=sys.stderr,
+    )
+    sys.exit(2)
+
+
 def friendly_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
   """Turn expected user errors (missing data, bad config values) into a message and exit 2."""
 
@@ -55,6 +92,15 @@ def friendly_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], 
       kind = type(e).__name__
       message = e.args[0] if isinstance(e, KeyError) and e.args else e
       print(f"\nerror ({kind}): {message}", file=sys.stderr)
+      sys.exit(2)
+    except OSError as e:
+      if e.errno != errno.ENOSPC:
+        raise
+      print(
+        f"\nerror: disk full{f' writing {e.filename}' if e.filename else ''}: free some space "
+        "and run the same command with the same --workdir again (finished runs are saved).",
+        file=sys.stderr,
+      )
       sys.exit(2)
     except KeyboardInterrupt:
       print(
@@ -85,6 +131,11 @@ def config_main(
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = config_flag.value
+    try:
+      config.get("name")
+    except OSError as e:  # config_flags defers a missing or unreadable file until first use
+      lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+      raise FileNotFoundError(f"cannot load the --config file: {lines[-1]}") from None
     from mlp import sweep
 
     sweep.check_overrides(config, config_flags.get_override_values(flags.FLAGS[config_flag.name]))

@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 
 from mlp import baselines as baselines_lib
-from mlp import checkpoint, ensemble, report, stats, study, sweep, tensorboard
+from mlp import checkpoint, ensemble, lock, report, stats, study, sweep, tensorboard
 from mlp import data as data_lib
 
 Log = Callable[[str], None]
@@ -150,6 +150,11 @@ def run_cv(
   folds = folds_of(cv)
   _check_workdir(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  with lock.hold(workdir, log):  # the fold studies lock their own folders below
+    return _run_cv(config, workdir, cv, runs, m, folds, data_dir, log)
+
+
+def _run_cv(config, workdir: Path, cv: dict, runs, m: int, folds, data_dir, log: Log) -> dict:
   checkpoint.atomic_write_json(workdir / "config.json", config.to_dict())
   per_fold: dict[str, dict[str, dict]] = {}  # learner -> fold label -> {"accuracy", "correct"}
   sizes: dict[str, tuple[int, int]] = {}  # fold label -> (train rows incl. val, test rows)

@@ -747,6 +747,7 @@ def leaderboard(st: optuna.Study) -> list[dict[str, Any]]:
   done = [t for t in st.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
   for rank, t in enumerate(sorted(done, key=lambda t: (-t.value, t.number)), 1):
     row: dict[str, Any] = {"rank": rank, "trial": t.number, "val_acc": t.value}
+    row["status"] = "diverged" if t.user_attrs.get("diverged") else "ok"  # diverged: val_acc 0
     row.update({k: v for k, v in t.user_attrs.items() if k in ("val_loss", "epochs")})
     row.update(hparams(t.params))
     row.update({k: v for k, v in t.user_attrs.items() if k.startswith("test_acc/")})

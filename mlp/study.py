@@ -25,7 +25,18 @@ import jax
 import ml_collections
 import numpy as np
 
-from mlp import checkpoint, ensemble, metrics, report, sweep, tensorboard, train, transfer, workers
+from mlp import (
+  checkpoint,
+  ensemble,
+  lock,
+  metrics,
+  report,
+  sweep,
+  tensorboard,
+  train,
+  transfer,
+  workers,
+)
 from mlp import data as data_lib
 from mlp.data import Dataset
 
@@ -357,6 +368,11 @@ def run_study(
   if data is None:
     data = data_lib.load(config.data, data_dir)  # before creating the workdir: no empty folders
   workdir.mkdir(parents=True, exist_ok=True)
+  with lock.hold(workdir, log):  # one owner per workdir (a second launcher exits, mlp.lock)
+    return _run_study(config, workdir, runs, data, data_given, data_dir, log, m)
+
+
+def _run_study(config, workdir: Path, runs, data, data_given, data_dir, log: Log, m: int) -> list:
   for note in data.notes:
     log(note)
   sweep.group_by_shape(runs, data.input_shape, data.num_classes)  # bad values fail before training

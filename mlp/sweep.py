@@ -248,6 +248,8 @@ def group_by_shape(runs: list[Run], input_shape: Sequence[int], num_classes: int
   for run in runs:
     spec = spec_of(run.config, input_shape, num_classes)
     hyper_of(run.config, input_shape, num_classes)  # validate values before any training starts
+    if int(run.config.train.max_epochs) < 1:
+      raise ValueError(f"train.max_epochs must be >= 1, got {run.config.train.max_epochs}")
     init_from = str(run.config.model.get("init_from", "") or "")
     key = (spec, int(run.config.train.max_epochs), stopping_of(run.config), init_from)
     groups.setdefault(key, Group(*key[:3], runs=[], init_from=init_from)).runs.append(run)

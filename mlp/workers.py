@@ -136,16 +136,28 @@ def run(
         except subprocess.TimeoutExpired:
           continue
     raise
+  finally:
+    shutil.rmtree(workdir / "claims", ignore_errors=True)  # a rerun writes its own queue
+    (workdir / "queue.json").unlink(missing_ok=True)
   failed = [(i, c) for i, c in enumerate(codes) if c != 0]
   if failed:
     raise WorkerError(
       "worker process(es) failed: "
-      + ", ".join(f"worker {i} exit code {c}" for i, c in failed)
-      + " (the error is printed above); finished runs are saved: fix it and run the same command "
-      "with the same --workdir to resume, or set --config.workers=1 to train in one process"
+      + ", ".join(_exit_text(i, c) for i, c in failed)
+      + "; finished runs are saved: fix it and run the same command with the same --workdir to "
+      "resume, or set --config.workers=1 to train in one process"
     )
-  shutil.rmtree(workdir / "claims", ignore_errors=True)
-  (workdir / "queue.json").unlink(missing_ok=True)
+
+
+def _exit_text(i: int, code: int) -> str:
+  if code < 0:  # killed by a signal: it printed nothing
+    try:
+      name = signal.Signals(-code).name
+    except ValueError:
+      name = str(-code)
+    why = " (out of memory? see dmesg)" if code == -signal.SIGKILL else ""
+    return f"worker {i} was killed by signal {name}{why}"
+  return f"worker {i} exited with code {code} (its error is printed above)"
 
 
 def _say(line: str) -> None:
@@ -160,6 +172,23 @@ def _claim(workdir: Path, k: int) -> bool:
   except FileExistsError:
     return False
   return True
+
+
+def _exit_with_parent(poll_s: float = 0.5) -> None:
+  """Exit as soon as the parent study dies (even by kill -9), mid-run included: an orphaned
+  worker would otherwise race a rerun for the same run folder. The run it was training has no
+  result.json, so the rerun trains it again from scratch."""
+  import threading
+  import time
+
+  parent = os.getppid()
+
+  def watch() -> None:
+    while os.getppid() == parent:
+      time.sleep(poll_s)
+    os._exit(1)
+
+  threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def worker_main(argv: list[str] | None = None) -> None:
@@ -179,12 +208,10 @@ def worker_main(argv: list[str] | None = None) -> None:
   queue = json.loads((workdir / "queue.json").read_text())["runs"]
   runs = sweep.expand(config)
   index = {r.id: i for i, r in enumerate(runs)}  # progress shows [position in the study/total]
+  _exit_with_parent()
   data = data_lib.load(config.data, args.data_dir)
-  parent = os.getppid()
   tag = f"[w{args.index}]"
   for k, run_id in enumerate(queue):
-    if os.getppid() != parent:
-      return  # the parent study died: stop taking work
     if not _claim(workdir, k):
       continue
     run_ = runs[index[run_id]]

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import ml_collections
@@ -181,9 +182,15 @@ def test_worker_failure_is_reported(har_dir, tmp_path):
   cfg = quick_config()
   checkpoint.atomic_write_json(tmp_path / "config.json", checkpoint.to_jsonable(cfg.to_dict()))
   bogus = sweep.Run("no_such_run", 0, cfg)  # not in the config: the worker fails to find it
-  with pytest.raises(workers.WorkerError, match="worker 0 exit code"):
+  with pytest.raises(
+    workers.WorkerError, match="worker 0 exited with code 1 .its error is printed"
+  ):
     data = data_lib.load(cfg.data, str(har_dir))
     workers.run(tmp_path, [bogus], 1, data=data, data_dir=str(har_dir), log=lambda s: None)
+  assert not (tmp_path / "claims").exists() and not (tmp_path / "queue.json").exists()
+  # A worker killed by a signal printed nothing: the message says what killed it.
+  assert "killed by signal SIGKILL (out of memory" in workers._exit_text(1, -signal.SIGKILL)
+  assert "printed above" not in workers._exit_text(1, -signal.SIGTERM)
 
 
 def test_thread_limit_refuses_an_initialised_backend():
@@ -321,11 +328,19 @@ def test_ctrl_c_stops_the_workers_and_the_study_resumes(har_dir, tmp_path):
 
 
 def test_cli_runs_quick_config_and_rejects_unknown_field(har_dir, tmp_path):
+  # Mistakes in the config flag: one or two lines and exit status 2, never a traceback.
   bad = run_cli("--config=configs/har.py:quick", "--config.train.no_such_field=1")
-  assert bad.returncode != 0
-  assert "no_such_field" in bad.stderr
+  assert bad.returncode == 2 and "Traceback" not in bad.stderr
+  assert "no field 'no_such_field' (from --config.train.no_such_field)" in bad.stderr
   malformed = run_cli("--config=configs/har.py:quick", "--config.train.batch_size=many")
-  assert malformed.returncode != 0 and "batch_size" in malformed.stderr
+  assert malformed.returncode == 2 and "batch_size" in malformed.stderr
+  assert "Traceback" not in malformed.stderr
+  variant = run_cli("--config=configs/har.py:nope")
+  assert variant.returncode == 2 and "Traceback" not in variant.stderr
+  assert "unknown variant 'nope'" in variant.stderr and len(variant.stderr.splitlines()) <= 3
+  nofile = run_cli("--config=configs/no_such_config.py")
+  assert nofile.returncode == 2 and "Traceback" not in nofile.stderr
+  assert "no_such_config.py" in nofile.stderr
   missing = run_cli(
     "--config=configs/har.py:quick",
     f"--data_dir={tmp_path / 'nowhere'}",
@@ -394,3 +409,115 @@ def test_overrides_of_swept_fields_are_refused_and_others_pass():
   for path in ("train.learning_rate", "model.hidden", "train.batch_size", "train.momentum"):
     with pytest.raises(ValueError, match=f"grid.{path} = "):
       sweep.check_overrides(cfg, [path])
+  # Values are checked for every run before any training starts.
+  for path, value, message in (
+    ("grid.train.batch_size", (0,), "batch_size must be >= 1"),
+    ("grid.train.learning_rate", (-0.1,), "learning_rate must be > 0"),
+    ("train.max_epochs", 0, "max_epochs must be >= 1"),
+  ):
+    bad = har_config.get_config("quick")
+    sweep.override(bad, path, value)
+    with pytest.raises(ValueError, match=message):
+      sweep.group_by_shape(sweep.expand(bad), (561,), 6)
+
+
+def _hold_workdir(workdir: Path) -> subprocess.Popen:
+  """Another process that owns ``workdir`` (mlp.lock) until it is killed."""
+  code = (
+    "import sys, time; from mlp import lock; h = lock.hold(sys.argv[1]); h.__enter__(); "
+    "print('held', flush=True); time.sleep(300)"
+  )
+  workdir.mkdir(parents=True, exist_ok=True)
+  p = subprocess.Popen(
+    [sys.executable, "-c", code, str(workdir)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+  )
+  assert p.stdout.readline().strip() == "held"
+  return p
+
+
+def test_a_second_launcher_is_refused_and_a_dead_owners_workdir_taken_over(har_dir, tmp_path):
+  """Two copies of a study on one workdir used to delete each other's run folders."""
+  from mlp import lock
+
+  workdir = tmp_path / "w"
+  owner = _hold_workdir(workdir)
+  cfg = quick_config()
+  cfg.workers = 1
+  try:
+    with pytest.raises(lock.WorkdirBusy, match=f"pid {owner.pid} on "):
+      study.run_study(cfg, workdir, data_dir=str(har_dir), log=lambda m: None)
+    busy = run_cli("--config=configs/har.py:quick", f"--workdir={workdir}", f"--data_dir={har_dir}")
+    assert busy.returncode == 2 and "Traceback" not in busy.stderr
+    assert "in use by another process" in busy.stderr and str(owner.pid) in busy.stderr
+    assert not (workdir / "runs").exists()  # nothing trained, nothing deleted
+  finally:
+    owner.kill()  # kill -9: the lock file keeps its content, the kernel drops the lock
+    owner.wait()
+  lines = []
+  study.run_study(cfg, workdir, data_dir=str(har_dir), log=lines.append)
+  assert any(f"pid {owner.pid}" in m and "without releasing" in m for m in lines)
+  assert (workdir / "results.csv").exists()
+  assert (workdir / lock.LOCK_NAME).read_text() == ""  # released
+
+
+def test_workers_exit_when_the_study_process_is_killed(har_dir, tmp_path):
+  """After kill -9 of the study, its workers used to keep training and race a rerun."""
+  cmd = [
+    sys.executable,
+    "-m",
+    "experiments.har_ablation",
+    "--config=configs/har.py:quick",
+    f"--data_dir={har_dir}",
+    f"--workdir={tmp_path / 'w'}",
+    "--config.workers=2",
+    "--config.train.max_epochs=20000",
+    "--config.train.gap_min_epoch=20000",  # runs far longer than the wait below
+  ]
+  p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  for line in p.stdout:
+    if line.startswith("[w") and " epoch " in line:
+      break  # the workers are training
+  children = _children(p.pid)
+  assert len(children) == 2
+  p.kill()
+  p.wait()
+  deadline = time.monotonic() + 10
+  alive = children
+  while alive and time.monotonic() < deadline:
+    time.sleep(0.2)
+    alive = [c for c in children if Path(f"/proc/{c}").exists() and not _zombie(c)]
+  assert not alive, f"workers {alive} outlived the study"
+
+
+def _children(pid: int) -> list[int]:
+  out = []
+  for stat in Path("/proc").glob("[0-9]*/stat"):
+    try:
+      fields = stat.read_text().rsplit(") ", 1)[1].split()
+    except OSError:
+      continue
+    if int(fields[1]) == pid:  # the field after the state is the parent pid
+      out.append(int(stat.parent.name))
+  return out
+
+
+def _zombie(pid: int) -> bool:
+  try:
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+  except OSError:
+    return True
+
+
+def test_a_full_disk_is_said_plainly(capsys):
+  import errno
+
+  from mlp import cli
+
+  def main(argv):
+    raise OSError(errno.ENOSPC, "No space left on device", "runs/x/model.npz")
+
+  with pytest.raises(SystemExit) as e:
+    cli.friendly_errors(main)(["prog"])
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert "disk full writing runs/x/model.npz" in err and "Traceback" not in err

@@ -83,7 +83,10 @@ def check_budget(st, budget, workdirs):
   # Each COMPLETE trial was trained once, into its own run folder, and saved (nothing lost).
   run_dirs = [Path(t.user_attrs["run_dir"]) for t in complete]
   assert len(set(run_dirs)) == budget
-  assert all((d / "result.json").exists() and (d / "model.npz").exists() for d in run_dirs)
+  assert all((d / "result.json").exists() for d in run_dirs)
+  # Every model is saved, except a diverged trial's (a loss past train.diverge x log C).
+  for t, d in zip(complete, run_dirs, strict=True):
+    assert (d / "model.npz").exists() != bool(t.user_attrs["diverged"]), t.user_attrs
   trained = [p.parent for w in workdirs for p in Path(w).glob("runs/*/seed0/result.json")]
   assert sorted(trained) == sorted(run_dirs)  # surplus trials were never trained
   return complete
@@ -95,7 +98,9 @@ def test_two_workers_share_a_journal_study_and_hold_the_budget(fer_dir, tmp_path
   st = load(None, "s", tmp_path)
   complete = check_budget(st, 4, [tmp_path])
   assert len({t.user_attrs["worker"] for t in st.get_trials()}) == 2, outs
-  assert all(0 <= t.value <= 1 and "test_acc/PrivateTest" in t.user_attrs for t in complete)
+  assert all(0 <= t.value <= 1 for t in complete)
+  ok = [t for t in complete if not t.user_attrs["diverged"]]  # a diverged trial has no test
+  assert all("test_acc/PrivateTest" in t.user_attrs for t in ok)
   assert (tmp_path / "leaderboard.csv").read_text().count("\n") == 5
   for name in ("optimization_history", "parallel_coordinate", "slice"):
     assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 0
@@ -288,3 +293,25 @@ def test_a_record_broken_mid_journal_stops_with_the_recovery_command(tmp_path):
   with pytest.raises(search.journal.JournalError, match=r"line \d+ is not a valid record") as e:
     search.open_storage(None, tmp_path, quick(), print)
   assert "head -n" in str(e.value) and str(path) in str(e.value)
+
+
+def test_leaderboard_says_which_trials_diverged():
+  from optuna.distributions import FloatDistribution, IntDistribution
+
+  st = optuna.create_study(direction="maximize")
+  dist = {
+    "layers": IntDistribution(1, 2),
+    "width1": IntDistribution(10, 100),
+    "learning_rate": FloatDistribution(1e-4, 1.0, log=True),
+  }
+  for lr, acc, diverged in ((0.01, 0.4, False), (0.9, 0.0, True)):
+    st.add_trial(
+      optuna.trial.create_trial(
+        params={"layers": 1, "width1": 50, "learning_rate": lr},
+        distributions=dist,
+        value=acc,
+        user_attrs={"diverged": diverged, "epochs": 3},
+      )
+    )
+  rows = search.leaderboard(st)
+  assert [(r["val_acc"], r["status"]) for r in rows] == [(0.4, "ok"), (0.0, "diverged")]
