@@ -312,11 +312,10 @@ def open_storage(
         time.sleep(0.5 * (attempt + 1) + random.random())
   path = Path(url) if url else Path(workdir) / JOURNAL_NAME
   path.parent.mkdir(parents=True, exist_ok=True)
-  from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
   journal.repair(path, log)  # a torn last record would corrupt the next append
-  lock = JournalFileOpenLock(str(path))  # works on NFS too, unlike symlinks on some servers
-  return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+  # Optuna's file backend with its open-file lock (works on NFS too, unlike symlinks on some
+  # servers); each append first sets aside a record torn since (mlp.journal).
+  return optuna.storages.JournalStorage(journal.backend(path, log))
 
 
 def _rdb(storage) -> optuna.storages.RDBStorage | None:
@@ -364,6 +363,9 @@ def fail_stale(st: optuna.Study, grace_period: float, log: Log) -> list[int]:
     if reason and _fail(st, t._trial_id, "stale"):
       log(f"trial {t.number} marked FAIL: {reason}")
       failed.append(t.number)
+      run_dir = Path(str(t.user_attrs.get("run_dir", "")))
+      if w_host == host and run_dir.name and not (run_dir / "result.json").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)  # its dead worker's half-written run folder
   if rdb:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

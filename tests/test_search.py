@@ -142,6 +142,7 @@ def test_killed_worker_fails_its_trial_and_the_study_resumes(fer_dir, tmp_path):
   st = load(None, "s", tmp_path)
   killed = st.trials[running[0].number]
   assert killed.state == TrialState.FAIL and killed.user_attrs["fail_reason"] == "stale"
+  assert not Path(killed.user_attrs["run_dir"]).exists()  # its half-written folder is removed
   check_budget(st, 3, [tmp_path])
 
 
@@ -315,3 +316,22 @@ def test_leaderboard_says_which_trials_diverged():
     )
   rows = search.leaderboard(st)
   assert [(r["val_acc"], r["status"]) for r in rows] == [(0.4, "ok"), (0.0, "diverged")]
+
+
+def test_a_running_worker_never_appends_after_a_torn_record(tmp_path):
+  """A worker already running when another dies mid-write: its next append sets the fragment
+  aside first instead of gluing its record onto it."""
+  path = tmp_path / search.JOURNAL_NAME
+  lines = []
+  storage = search.open_storage(None, tmp_path, quick(), lines.append)
+  st = optuna.create_study(study_name="s", storage=storage)
+  st.tell(st.ask(), 1.0)
+  with open(path, "ab") as f:
+    f.write(b'{"op_code":5,"worker_id":"dead","trial_id":0,"us')  # a write cut short
+  st.tell(st.ask(), 2.0)  # the same storage object: no repair at open
+  assert any("set aside" in m for m in lines)
+  assert path.read_bytes().endswith(b"\n")
+  fresh = optuna.load_study(
+    study_name="s", storage=search.open_storage(None, tmp_path, quick(), print)
+  )
+  assert sorted(t.value for t in fresh.trials) == [1.0, 2.0]
