@@ -98,8 +98,9 @@ def _our_correct(fold_dir: Path, run: sweep.Run, data: data_lib.Dataset, m: int)
   if cached is not None:
     return cached
   x, y = data.tests[SPLIT]
-  folder = fold_dir / "runs" / run.name / "ensemble0" if m > 1 else study.run_dir(fold_dir, run)
-  lm = inference.load_model(folder if m > 1 else folder / "model")
+  lm = inference.load_model(
+    ensemble.folder(fold_dir, run.name, 0) if m > 1 else study.run_dir(fold_dir, run)
+  )
   correct = inference.probabilities(lm, x).argmax(1) == y
   out = {"accuracy": float(correct.mean()), "correct": _pack(correct)}
   checkpoint.atomic_write_json(path, out)
@@ -195,22 +196,25 @@ def compare_on_test(
   workdir = Path(workdir)
   names = tuple(config.report.get("baselines", ()) or ())
   baselines_lib.check_names(names)
+  if not names:
+    return []
   m = ensemble.size_of(config)
   if m > 1:  # the study's rows are its seed ensembles
     results = [
-      json.loads((workdir / "runs" / n / f"ensemble{j}" / "result.json").read_text())
+      json.loads((ensemble.folder(workdir, n, j) / "result.json").read_text())
       for n, j, _ in ensemble.groups(results, m)
     ]
   best = study.best_run(results, exclude=tuple(config.get("extra_runs", {}).keys()))
   split = str(config.report.test_split)
-  if not names or best is None:
+  if best is None:
     return []
   data = data_lib.load(config.data, data_dir)
   x, y = data.tests[split]
-  if m > 1:
-    lm = inference.load_model(workdir / "runs" / best["name"] / f"ensemble{best['ensemble']}")
-  else:
-    lm = inference.load_model(study.run_dir(workdir, sweep.Run(best["name"], best["seed"], config)))
+  lm = inference.load_model(
+    ensemble.folder(workdir, best["name"], best["ensemble"])
+    if m > 1
+    else study.run_dir(workdir, sweep.Run(best["name"], best["seed"], config))
+  )
   ours = inference.probabilities(lm, x).argmax(1) == y
   rows = [{"learner": best["name"], "kind": "ours (best by val)", "accuracy": float(ours.mean())}]
   for name in names:

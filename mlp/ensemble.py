@@ -13,6 +13,7 @@ as one model, so ``experiments.evaluate`` and ``experiments.predict`` take it as
 """
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,19 +53,18 @@ def groups(results: Sequence[dict], m: int) -> list[tuple[str, int, list[dict]]]
   return out
 
 
+def folder(workdir: str | Path, name: str, j: int) -> Path:
+  """Where ensemble ``j`` of run ``name`` lives in a study's workdir."""
+  return Path(workdir) / "runs" / name / f"ensemble{j}"
+
+
 def write_members(folder: str | Path, models: Sequence[str | Path]) -> Path:
   """Write ``folder/ensemble.json`` naming the member models (saved model prefixes)."""
   folder = Path(folder)
   folder.mkdir(parents=True, exist_ok=True)
-  rel = [str(Path(_relpath(Path(m), folder))) for m in models]
+  rel = [os.path.relpath(Path(m).absolute(), folder.absolute()) for m in models]
   checkpoint.atomic_write_json(folder / FILE, {"format": "mlp-ensemble-1", "members": rel})
   return folder / FILE
-
-
-def _relpath(path: Path, start: Path) -> str:
-  import os
-
-  return os.path.relpath(path.absolute(), start.absolute())
 
 
 def read_members(path: str | Path) -> list[Path]:

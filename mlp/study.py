@@ -238,14 +238,14 @@ def finish_ensembles(results: list[dict], m: int, data: Dataset, workdir: Path) 
 
   out = []
   for name, j, members in ensemble.groups(results, m):
-    folder = Path(workdir) / "runs" / name / f"ensemble{j}"
+    folder = ensemble.folder(workdir, name, j)
     seeds = [r["seed"] for r in members]
     diverged = any(r["diverged"] for r in members)
     refit = any("refit" in r for r in members)
     evals: dict[str, Any] = {}
     if not diverged:
       ensemble.write_members(
-        folder, [Path(workdir) / "runs" / name / f"seed{s}" / "model" for s in seeds]
+        folder, [run_dir(workdir, sweep.Run(name, s, None)) / "model" for s in seeds]
       )
       lm = inference.load_model(folder)
       splits = {} if refit else {"val": (data.x_val, data.y_val)}

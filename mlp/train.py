@@ -390,6 +390,7 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
   epochs = np.zeros(n, int)
   reason = ["max_epochs"] * n
   history = [dict(train_loss=[], val_loss=[], train_acc=[], val_acc=[], lr=[]) for _ in ids]
+  bound = stopping.diverge * math.log(spec.net.num_classes)  # a loss past it: diverged
   start = time.perf_counter()
   seconds = np.zeros(n)
   for epoch in range(max_epochs):
@@ -423,7 +424,6 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
     if on_epoch is not None:
       act = np.flatnonzero(active)
       on_epoch(done, ids[act], {k: v[act] for k, v in metrics.items()})
-    bound = stopping.diverge * math.log(spec.net.num_classes)
     for i in np.flatnonzero(active):
       if (
         not (np.isfinite(tr_loss[i]) and np.isfinite(va_loss[i]))
