@@ -90,13 +90,14 @@ def torch_model(net, layer_hyper):
   import torch
   from torch import nn
 
-  from mlp import layers
+  from mlp import backprop, layers
 
   mods = []
   for layer, shape, h in zip(net.layers, net.shapes(), layer_hyper, strict=False):
     if isinstance(layer, layers.Conv2D):
       (lo_h, hi_h, _), (lo_w, hi_w, _) = (
-        layers.conv_padding(shape[a], layer.kernel[a], layer.stride, layer.padding) for a in (0, 1)
+        backprop.conv_padding(shape[a], layer.kernel[a], layer.stride, layer.padding)
+        for a in (0, 1)
       )
       pad = (lo_h, lo_w)
       if (lo_h, lo_w) != (hi_h, hi_w):  # asymmetric "same" padding: pad explicitly, as XLA does
@@ -110,7 +111,7 @@ def torch_model(net, layer_hyper):
     elif isinstance(layer, layers.BatchNorm):
       # torch: r <- (1 - m) r + m batch value; ours: r <- m r + (1 - m) batch value.
       bn = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
-      mods.append(bn(shape[-1], eps=layers.BN_EPS, momentum=1.0 - float(h)))
+      mods.append(bn(shape[-1], eps=backprop.BN_EPS, momentum=1.0 - float(h)))
     elif isinstance(layer, layers.ReLU):
       mods.append(nn.ReLU())
     elif isinstance(layer, layers.Flatten):

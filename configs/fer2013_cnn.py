@@ -1,19 +1,6 @@
-"""FER2013 CNNs: the image study's Keras CNN (``:study``), a stronger one (default), a GPU one.
-
-``:study`` is the CNN the study describes: convolutions with pooling, the first pooling window 5x5,
-the later ones 3x3, stride 2, no padding. What it leaves out is taken from the Keras FER2013
-example it follows: conv64 5x5, max-pool 5x5/2, two conv64 3x3, avg-pool 3x3/2, two conv128 3x3,
-avg-pool 3x3/2, two dense 1024 with dropout 0.2, every convolution unpadded. Its optimiser (Adam)
-is not in the codebase yet: heavy-ball SGD, momentum 0.9, batch 128, lr 0.01, decay 0.95 per
-epoch, 20 epochs (about 45 minutes here), patience 6 on validation accuracy.
-
-The default: four conv blocks (32, 64, 128, 256 filters, ``same`` padding, 2x2 max-pooling) with
-batch norm, a dense 256 with batch norm, inverted dropout 0.3, augmentation (random mirror,
-shifts of up to 4 pixels), 24 epochs: sized to train within 45 minutes on a 2-core CPU (33.4 M
-multiply-adds per image). The first block pools before batch norm and ReLU (max-pooling commutes
-with ReLU), so those run on a quarter of the pixels. ``:large`` doubles every block and widens it
-(474.6 M multiply-adds per image, for a GPU). Pixels are centred (x / 255 - per-pixel training
-mean); validation = 10% of Training (stratified); tested on PublicTest and PrivateTest.
+"""FER2013 CNNs: the study's Keras CNN (``:study``: pooling 5x5 then 3x3, stride 2, no padding), a
+stronger one sized for 45 minutes on 2 CPU cores (default: batch norm, augmentation) and a larger
+one for a GPU (``:large``). Figures and details: RESULTS.md.
 
     python -m experiments.image_study --config=configs/fer2013_cnn.py --data_dir=DIR
     python -m experiments.image_study --config=configs/fer2013_cnn.py:study

@@ -53,6 +53,12 @@ def search_section() -> ml_collections.ConfigDict:
   s.heartbeat_interval = 30  # seconds between heartbeats of a worker's in-flight trials
   s.grace_period = 120  # a RUNNING trial without heartbeat for this long is marked FAIL
   s.poll_seconds = 5.0  # wait between checks while other workers finish the last trials
+  # Stopping hopeless trials early on their per-epoch val accuracy (Optuna's pruners):
+  # none | median | successive_halving | hyperband (epochs from pruner_min_epochs to max_epochs)
+  s.pruner = "none"
+  s.pruner_min_epochs = 1
+  s.pruner_reduction = 3  # successive halving / hyperband: keep 1 in this many at each rung
+  s.pruner_startup = 5  # median: finished trials before pruning starts
   # Scales: log | linear (floats), int (integers; ``step`` quantises), categorical (``choices``).
   # Width and batch size are quantised (``step``) so that asked trials share static shapes and
   # compiled programs: step 1 reproduces the study's space exactly but almost never groups.

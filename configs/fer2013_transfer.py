@@ -24,9 +24,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.transfer.fine_tune = ml_collections.ConfigDict(
     {"train": {"learning_rate": c.train.learning_rate / 10}}
   )
-  c.report.title = "FER2013: adding Disgust"
-  if arg not in (None, "", "quick"):
+  c.report.title = f"FER2013: adding {c.transfer.new_class}"
+  if arg not in (None, "", "quick", "disgust"):
     raise ValueError(
-      f"unknown variant {arg!r} of configs/fer2013_transfer.py; use :quick or nothing"
+      f"unknown variant {arg!r} of configs/fer2013_transfer.py; use :quick, :disgust or nothing"
     )
   return c

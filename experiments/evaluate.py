@@ -13,6 +13,7 @@ from pathlib import Path
 from absl import app, flags
 
 from mlp import cli, inference, metrics, report
+from mlp import data as data_lib
 
 _MODEL = flags.DEFINE_string(
   "model", None, "Saved model: prefix, .json/.npz file or run folder.", required=True
@@ -20,8 +21,9 @@ _MODEL = flags.DEFINE_string(
 _SPLIT = flags.DEFINE_string(
   "split",
   None,
-  "train, val, test (CIFAR-10, HAR) or PublicTest/PrivateTest (FER2013); "
-  "default: the study's test split.",
+  "train, val or a test split of the model's data set ("
+  + "; ".join(f"{k}: {', '.join(e.test_splits)}" for k, e in data_lib.DATASETS.items())
+  + "); default: the study's test split.",
 )
 _OUT = flags.DEFINE_string("out", None, "Report folder (default: <model folder>/evaluate/<split>).")
 _DATA_DIR = cli.define_data_dir_flag()

@@ -19,13 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from mlp import fileio
 from mlp import model as model_lib
 
 FORMAT = "mlp-model/2"
@@ -58,86 +58,9 @@ def _prefix(path: str | os.PathLike) -> str:
   return path
 
 
-def to_jsonable(obj: Any, where: str = "value") -> Any:
-  """Converts `obj` to plain JSON types (tuples -> lists, numpy -> Python, ConfigDict -> dict)."""
-  if obj is None or isinstance(obj, bool | int | float | str):
-    return obj
-  if isinstance(obj, np.floating) and obj.dtype.itemsize < 8:
-    return float(str(obj))  # np.float32(0.1) -> 0.1, not 0.10000000149011612
-  if isinstance(obj, np.generic):
-    return obj.item()
-  if isinstance(obj, np.ndarray):
-    if obj.dtype.hasobject:
-      raise TypeError(f"{where}: object arrays cannot be stored as JSON")
-    return obj.tolist()
-  if hasattr(obj, "to_dict") and callable(obj.to_dict):  # ml_collections.ConfigDict
-    obj = obj.to_dict()
-  if isinstance(obj, Mapping):
-    out = {}
-    for k, v in obj.items():
-      if isinstance(k, np.generic):
-        k = k.item()
-      if not isinstance(k, str | int | float | bool) and k is not None:
-        raise TypeError(f"{where}: key {k!r} cannot be a JSON object key")
-      out[str(k) if not isinstance(k, str) else k] = to_jsonable(v, f"{where}[{k!r}]")
-    return out
-  if isinstance(obj, os.PathLike):
-    return os.fspath(obj)
-  if isinstance(obj, Sequence | set | frozenset) and not isinstance(obj, bytes | bytearray):
-    items = sorted(obj) if isinstance(obj, set | frozenset) else obj
-    return [to_jsonable(v, f"{where}[{i}]") for i, v in enumerate(items)]
-  if hasattr(obj, "__array__"):  # e.g. jax arrays
-    return to_jsonable(np.asarray(obj), where)
-  raise TypeError(f"{where}: cannot convert {type(obj).__name__} to JSON")
-
-
-def atomic_write(path: str | os.PathLike, write: Any) -> None:
-  """Calls `write(f)` on a new temp file next to `path` (opened "w+b"), fsyncs it, renames it."""
-  path = os.fspath(path)
-  directory = os.path.dirname(path) or "."
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(
-    directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-  )
-  # os.open (not mkstemp) so the file gets the usual permissions (0o666 minus umask).
-  fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-  try:
-    with os.fdopen(fd, "w+b") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    try:
-      os.unlink(tmp)
-    except FileNotFoundError:
-      pass
-    raise
-  _fsync_dir(directory)
-
-
-def _fsync_dir(directory: str) -> None:
-  """Best effort: make a rename in `directory` durable."""
-  try:
-    fd = os.open(directory, os.O_RDONLY)
-  except OSError:
-    return
-  try:
-    os.fsync(fd)
-  except OSError:
-    pass
-  finally:
-    os.close(fd)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-  """Writes `text` (UTF-8) to `path` atomically: readers see the old file or the new, never half."""
-  atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-  """Writes `obj` as indented JSON atomically (converted with `to_jsonable`)."""
-  atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2) + "\n")
+def exists(path: str | os.PathLike) -> bool:
+  """Whether a complete model is saved at ``path`` (its .json is written last)."""
+  return os.path.exists(_prefix(path) + ".json")
 
 
 def _flat(tree: tuple, kind: str, leaf=np.asarray) -> dict[str, Any]:
@@ -197,14 +120,14 @@ def save(
     },
     "tensors": _describe({k: v for k, v in tensors.items() if not k.startswith(_EXTRA)}),
     "arrays": extras,
-    "config": to_jsonable(config, "config"),
-    "meta": to_jsonable(meta or {}, "meta"),
+    "config": fileio.to_jsonable(config, "config"),
+    "meta": fileio.to_jsonable(meta or {}, "meta"),
   }
   json_path, npz_path = prefix + ".json", prefix + ".npz"
   # Remove the old .json first, so the model is incomplete (not mismatched) if we crash below.
   if os.path.exists(json_path):
     os.unlink(json_path)
-    _fsync_dir(os.path.dirname(json_path) or ".")
+    fileio.fsync_dir(os.path.dirname(json_path) or ".")
   digest = hashlib.sha256()
 
   def write_npz(f: Any) -> None:
@@ -214,9 +137,9 @@ def save(
     for chunk in iter(lambda: f.read(1 << 20), b""):
       digest.update(chunk)
 
-  atomic_write(npz_path, write_npz)
+  fileio.atomic_write(npz_path, write_npz)
   header["npz_sha256"] = digest.hexdigest()
-  atomic_write_json(json_path, header)
+  fileio.atomic_write_json(json_path, header)
 
 
 def _template(net: model_lib.Net) -> tuple[model_lib.Params, model_lib.State]:
@@ -246,14 +169,6 @@ def _unflat(template: tuple, tensors: Mapping[str, np.ndarray], kind: str) -> tu
     type(entry)(*(tensors[f"{kind}/{i}/{f}"] for f in entry._fields)) if entry != () else ()
     for i, entry in enumerate(template)
   )
-
-
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
 
 
 def _read_header(json_path: str, npz_path: str) -> dict:
@@ -354,7 +269,7 @@ def load(path: str | os.PathLike) -> Model:
   arrays = {k[len(_EXTRA) :]: v for k, v in tensors.items() if k.startswith(_EXTRA)}
 
   digest = header.get("npz_sha256")
-  if digest is not None and _sha256(npz_path) != digest:
+  if digest is not None and fileio.file_digest(npz_path) != digest:
     raise CheckpointError(
       f"{npz_path} does not match {json_path} (sha256 differs): the .npz was modified, or the "
       "two files come from different saves"

@@ -15,6 +15,7 @@ from ml_collections import config_flags
 from mlp.checkpoint import CheckpointError
 from mlp.data import DataError, common
 from mlp.lock import WorkdirBusy
+from mlp.search.storage import StorageError
 from mlp.study import StudyError
 from mlp.workers import WorkerError
 
@@ -25,6 +26,7 @@ USER_ERRORS = (
   WorkerError,
   WorkdirBusy,
   StudyError,
+  StorageError,
   ValueError,
   KeyError,
   FileNotFoundError,
@@ -148,11 +150,31 @@ def config_main(
 
 def study_main(default_config: str) -> Callable[[list[str]], None]:
   """The main function of a study entry point (mlp.study.run_study)."""
+  storage = flags.DEFINE_string(
+    "storage",
+    None,
+    "Where the study's runs live (mlp.engine): a journal file path, or postgresql://user:pw@host"
+    "/db shared by processes on many machines, each with its own --workdir (default: "
+    "<workdir>/study.journal).",
+  )
+  study_name = flags.DEFINE_string(
+    "study", None, "Study name in --storage (default: the config's name)."
+  )
+  report_only = flags.DEFINE_bool(
+    "report_only",
+    False,
+    "Write results.md/csv and the figures from the storage alone (no data, no training).",
+  )
 
   def run(config, workdir, *, data_dir):
     from mlp import crossval, study
 
-    results = study.run_study(config, workdir, data_dir=data_dir)
+    if report_only.value:
+      study.report_only(config, workdir, storage=storage.value, study_name=study_name.value)
+      return
+    results = study.run_study(
+      config, workdir, data_dir=data_dir, storage=storage.value, study_name=study_name.value
+    )
     if config.get("report", {}).get("baselines"):
       crossval.compare_on_test(config, results, workdir, data_dir=data_dir)
 

@@ -31,8 +31,9 @@ import ml_collections
 import numpy as np
 
 from mlp import baselines as baselines_lib
-from mlp import checkpoint, ensemble, lock, report, stats, study, sweep, tensorboard
 from mlp import data as data_lib
+from mlp import ensemble, figures, fileio, lock, runner, stats, study, sweep, tables, tensorboard
+from mlp import results as results_lib
 
 Log = Callable[[str], None]
 SCHEMES = ("kfold", "5x2")
@@ -99,11 +100,11 @@ def _our_correct(fold_dir: Path, run: sweep.Run, data: data_lib.Dataset, m: int)
     return cached
   x, y = data.tests[SPLIT]
   lm = inference.load_model(
-    ensemble.folder(fold_dir, run.name, 0) if m > 1 else study.run_dir(fold_dir, run)
+    ensemble.folder(fold_dir, run.name, 0) if m > 1 else runner.run_dir(fold_dir, run)
   )
   correct = inference.probabilities(lm, x).argmax(1) == y
   out = {"accuracy": float(correct.mean()), "correct": _pack(correct)}
-  checkpoint.atomic_write_json(path, out)
+  fileio.atomic_write_json(path, out)
   return out
 
 
@@ -121,15 +122,15 @@ def _baseline(
   pred, seconds = baselines_lib.fit_predict(name, x, y, x_test, seed)
   correct = pred == y_test
   out = {"accuracy": float(correct.mean()), "seconds": seconds, "correct": _pack(correct)}
-  checkpoint.atomic_write_json(path, out)
+  fileio.atomic_write_json(path, out)
   log(f"{name}: accuracy {out['accuracy']:.4f} ({seconds:.1f}s)")
   return out
 
 
 def _check_workdir(config: ml_collections.ConfigDict, workdir: Path) -> None:
   saved = _read_json(workdir / "config.json")
-  current = checkpoint.to_jsonable(config.to_dict())
-  drop = lambda c: {k: v for k, v in c.items() if k not in study.EXECUTION_FIELDS}  # noqa: E731
+  current = fileio.to_jsonable(config.to_dict())
+  drop = lambda c: {k: v for k, v in c.items() if k not in runner.EXECUTION_FIELDS}  # noqa: E731
   if saved is not None and drop(saved) != drop(current):
     raise study.StudyError(
       f"{workdir} holds a cross-validation with a different config; use a new --workdir"
@@ -156,7 +157,7 @@ def run_cv(
 
 
 def _run_cv(config, workdir: Path, cv: dict, runs, m: int, folds, data_dir, log: Log) -> dict:
-  checkpoint.atomic_write_json(workdir / "config.json", config.to_dict())
+  fileio.atomic_write_json(workdir / "config.json", config.to_dict())
   per_fold: dict[str, dict[str, dict]] = {}  # learner -> fold label -> {"accuracy", "correct"}
   sizes: dict[str, tuple[int, int]] = {}  # fold label -> (train rows incl. val, test rows)
   for n, (label, k, i, seed) in enumerate(folds, 1):
@@ -204,17 +205,21 @@ def compare_on_test(
       json.loads((ensemble.folder(workdir, n, j) / "result.json").read_text())
       for n, j, _ in ensemble.groups(results, m)
     ]
-  best = study.best_run(results, exclude=tuple(config.get("extra_runs", {}).keys()))
+  best = results_lib.best_run(results, exclude=tuple(config.get("extra_runs", {}).keys()))
   split = str(config.report.test_split)
   if best is None:
     return []
-  data = data_lib.load(config.data, data_dir)
-  x, y = data.tests[split]
-  lm = inference.load_model(
+  where = (
     ensemble.folder(workdir, best["name"], best["ensemble"])
     if m > 1
-    else study.run_dir(workdir, sweep.Run(best["name"], best["seed"], config))
+    else runner.run_dir(workdir, sweep.Run(best["name"], best["seed"], config))
   )
+  if not (where / ("ensemble.json" if m > 1 else "model.json")).exists():
+    log(f"baselines: {best['run']} was trained on another machine; compare there (no model here)")
+    return []
+  data = data_lib.load(config.data, data_dir)
+  x, y = data.tests[split]
+  lm = inference.load_model(where)
   ours = inference.probabilities(lm, x).argmax(1) == y
   rows = [{"learner": best["name"], "kind": "ours (best by val)", "accuracy": float(ours.mean())}]
   for name in names:
@@ -231,7 +236,7 @@ def compare_on_test(
         "claim": stats.claim(best["name"], name, test, where=f"the {split} split"),
       }
     )
-  report.write_table(
+  tables.write_table(
     rows,
     [("learner", "Learner"), ("kind", "Kind"), ("accuracy", f"Top-1 ({split})")]
     + [("diff", "Ours - it"), ("p_mcnemar", "p McNemar"), ("seconds", "Fit s")]
@@ -315,7 +320,7 @@ def write_reports(config, cv: dict, per_fold: dict, sizes: dict, workdir: Path) 
     f"{data_name}: {len(labels)} folds ({cv['scheme']}, seed {cv['seed']}); "
     + (
       "whole subjects per fold, the study's test subjects unused"
-      if data_name == "har"
+      if not data_lib.entry(data_name).image
       else "stratified over the training split, the official test splits unused"
     )
     + f"; on average {np.mean([s[0] for s in sizes.values()]):.0f} training rows "
@@ -331,7 +336,7 @@ def write_reports(config, cv: dict, per_fold: dict, sizes: dict, workdir: Path) 
     notes.append("Ours: refit on the fold's whole training part for the epochs validation chose.")
   columns = [("learner", "Learner"), ("kind", "Kind")] + [(f, f) for f in labels]
   columns += [("mean", "Mean"), ("std", "Std")]
-  report.write_table(
+  tables.write_table(
     rows,
     columns,
     workdir / "results.csv",
@@ -353,7 +358,7 @@ def write_reports(config, cv: dict, per_fold: dict, sizes: dict, workdir: Path) 
     "p_mcnemar": f"p McNemar ({labels[0]})",
   }
   main_test = "5x2cv t-test" if cv["scheme"] == "5x2" else "corrected resampled t-test"
-  report.write_table(
+  tables.write_table(
     comparisons,
     [("a", "A"), ("b", "B"), ("mean_diff", "Acc A - B")]
     + [("ci_low", "CI low"), ("ci_high", "CI high")]
@@ -399,4 +404,4 @@ def _figure(rows: list[dict], labels: list[str], path: Path, title: str) -> None
   ax.set_title(f"Cross-validation: {title}")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="best")
-  report._save_figure(fig, path)
+  figures.save_figure(fig, path)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mlp import checkpoint
+from mlp import fileio
 from mlp.checkpoint import CheckpointError
 
 FILE = "ensemble.json"
@@ -63,7 +63,7 @@ def write_members(folder: str | Path, models: Sequence[str | Path]) -> Path:
   folder = Path(folder)
   folder.mkdir(parents=True, exist_ok=True)
   rel = [os.path.relpath(Path(m).absolute(), folder.absolute()) for m in models]
-  checkpoint.atomic_write_json(folder / FILE, {"format": "mlp-ensemble-1", "members": rel})
+  fileio.atomic_write_json(folder / FILE, {"format": "mlp-ensemble-1", "members": rel})
   return folder / FILE
 
 

@@ -180,10 +180,10 @@ def predict_images(lm: LoadedModel, images: np.ndarray) -> np.ndarray:
 
 def split_names(lm: LoadedModel) -> tuple[str, ...]:
   """The splits :func:`split_data` can evaluate for this model's data set."""
-  tests = {"har": ("test",), "cifar10": ("test",), "fer2013": ("PublicTest", "PrivateTest")}
   if int(lm.data_config.get("cv_folds", 0) or 0):  # trained on a cross-validation fold
     return ("train", "val", "fold")
-  return ("train", "val", *tests.get(lm.dataset, ()))
+  known = lm.dataset in data_lib.DATASETS
+  return ("train", "val", *(data_lib.entry(lm.dataset).test_splits if known else ()))
 
 
 def split_data(
@@ -203,7 +203,7 @@ def split_data(
   names = split_names(lm)
   if split not in names:
     raise ValueError(f"{lm.dataset} has no split {split!r}; choose one of {', '.join(names)}")
-  image = lm.dataset in data_lib.IMAGE_NAMES
+  image = data_lib.entry(lm.dataset).image
   d = (data_lib.load_images if image else data_lib.load)(cfg, data_dir)
   x, y = {"train": (d.x_train, d.y_train), "val": (d.x_val, d.y_val), **d.tests}[split]
   if not image:

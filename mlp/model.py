@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mlp import layers
+from mlp import backprop, layers
 
 Params = tuple  # one entry per layer: layers.WB, layers.ScaleShift or ()
 State = tuple  # one entry per layer: layers.Moments or ()
@@ -227,13 +227,13 @@ def forward(
     h, cache, s = layer.forward(params[i], state[i], hyper[i], h, layer_train, keys.get(i))
     caches.append(cache)
     new_state.append(s)
-  probs = layers.softmax_forward(h)
+  probs = backprop.softmax_forward(h)
   return probs, Cache(tuple(caches), h, probs), tuple(new_state)
 
 
 def nll(cache: Cache, labels: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """Mean negative log-likelihood of the labels, from the cached logits (stable log-softmax)."""
-  return layers.nll_loss(layers.log_softmax(cache.logits), labels, weights)
+  return backprop.nll_loss(backprop.log_softmax(cache.logits), labels, weights)
 
 
 def weight_mask(params: Params) -> Params:
@@ -298,9 +298,9 @@ def backward(
   and the fold stops at the lowest layer that is not frozen: nothing below it needs dx.
   """
   if softmax_grad == "fused":
-    dh = layers.softmax_nll_backward(cache.probs, labels, weights)
+    dh = backprop.softmax_nll_backward(cache.probs, labels, weights)
   elif softmax_grad == "jacobian":
-    dh = layers.softmax_backward(layers.nll_backward(cache.probs, labels, weights), cache.probs)
+    dh = backprop.softmax_backward(backprop.nll_backward(cache.probs, labels, weights), cache.probs)
   else:
     raise ValueError(f"softmax_grad must be 'fused' or 'jacobian', got {softmax_grad!r}")
   zeros = lambda p: jax.tree.map(jnp.zeros_like, p)  # noqa: E731

@@ -10,7 +10,6 @@ A population is trained by ``jax.vmap`` of the single-run epoch; members stop ea
 through the same compiled program (P = 1) is as fast, so :func:`fit` chooses per backend.
 """
 
-import dataclasses
 import functools
 import math
 import time
@@ -22,110 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mlp import layers, model, optim
-
-
-class Hyper(NamedTuple):
-  """Per-run hyperparameters; each a scalar array (or (P,) for a population)."""
-
-  learning_rate: jax.Array
-  momentum: jax.Array
-  l2: jax.Array
-  lr_decay: jax.Array
-  layers: model.LayerHyper  # per layer: dropout rate, batch-norm momentum, or ()
-
-
-def make_hyper(
-  *,
-  learning_rate: float,
-  momentum: float = 0.0,
-  l2: float = 0.0,
-  lr_decay: float = 1.0,
-  layers: model.LayerHyper = (),
-  dtype=np.float32,
-) -> Hyper:
-  """A single run's :class:`Hyper` as host arrays, checking ranges with readable errors.
-
-  ``layers`` are the per-layer values from :func:`mlp.model.parse` (checked there).
-  """
-  checks = [
-    (learning_rate > 0, f"learning_rate must be > 0, got {learning_rate}"),
-    (0 <= momentum < 1, f"momentum must be in [0, 1), got {momentum}"),
-    (l2 >= 0, f"l2 must be >= 0, got {l2}"),
-    (0 < lr_decay <= 1, f"lr_decay must be in (0, 1], got {lr_decay}"),
-  ]
-  for ok, msg in checks:
-    if not ok:
-      raise ValueError(msg)
-  per_layer = tuple(h if isinstance(h, tuple) else np.asarray(h, dtype) for h in layers)
-  return Hyper(*(np.asarray(v, dtype) for v in (learning_rate, momentum, l2, lr_decay)), per_layer)
-
-
-def stack(items: Sequence) -> object:
-  """Stack a list of pytrees (runs) into one pytree with a leading population axis."""
-  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *items)
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-  """The static shape of a run: everything that changes the compiled program."""
-
-  net: model.Net
-  batch_size: int
-  softmax_grad: str = "fused"  # "fused" | "jacobian"
-  eval_batch: int = 4096
-  unroll: int = 2  # lax.scan unroll factor of the minibatch loop (odd values are rounded up)
-  flip: bool = False  # augmentation: mirror each training image left-right with probability 1/2
-  shift: int = 0  # augmentation: translate each training image by up to this many pixels
-  frozen: tuple[int, ...] = ()  # layers (indices into net.layers) whose parameters never change
-
-  def __post_init__(self):
-    if (self.flip or self.shift) and len(self.net.input_shape) != 3:
-      raise ValueError(
-        f"augmentation (flip, shift) needs image inputs, not shape {self.net.input_shape}"
-      )
-    if self.shift < 0:
-      raise ValueError(f"augmentation shift must be >= 0 pixels, got {self.shift}")
-    if self.softmax_grad not in ("fused", "jacobian"):
-      raise ValueError(f"softmax_grad must be fused/jacobian, got {self.softmax_grad!r}")
-    if self.batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-    if self.unroll < 1:
-      raise ValueError(f"unroll must be >= 1, got {self.unroll}")
-    model.check_frozen(self.net, self.frozen)
-
-
-class Stopping(NamedTuple):
-  """Early stopping rule.
-
-  gap:      stop when |val loss - train loss| > ``gap`` after epoch ``min_epoch`` (HAR study);
-  patience: stop when the monitored validation metric (``monitor``: "val_loss", lower is better,
-            or "val_acc", higher is better) has not beaten its best for ``patience`` epochs, and
-            restore the params of the best epoch (image study);
-  none:     train for ``max_epochs``.
-
-  Whatever the rule, a member stops as "diverged" once its train or validation loss is not finite
-  or exceeds ``diverge`` x log(C), C classes: log(C) is the loss of a uniform guess, so a loss a
-  hundred times that (learning rate far too high) is a run that is not learning, even while every
-  value is still finite. Diverged runs are marked in every table and never chosen as best.
-  """
-
-  kind: str = "none"
-  gap: float = 0.05
-  min_epoch: int = 50
-  patience: int = 4
-  monitor: str = "val_loss"
-  diverge: float = 100.0
-
-  def validate(self) -> "Stopping":
-    if self.kind not in ("gap", "patience", "none"):
-      raise ValueError(f"early stopping must be gap/patience/none, got {self.kind!r}")
-    if self.monitor not in ("val_loss", "val_acc"):
-      raise ValueError(f"early stopping monitor must be val_loss/val_acc, got {self.monitor!r}")
-    if not self.diverge > 0:
-      raise ValueError(f"train.diverge must be > 0, got {self.diverge}")
-    return self
-
+from mlp import backprop, model, optim
+from mlp.spec import Hyper, Spec, Stopping, make_hyper, stack  # noqa: F401 (also train.X)
 
 # ------------------------------------------------------------------------ one run, one epoch
 
@@ -215,8 +112,8 @@ def _train_epoch(
     step, (params, state, opt_state), inputs, unroll=unroll
   )
   # Mean NLL over the real rows, each scored with the params of the step that trained on it.
-  log_p = layers.log_softmax(logits.reshape(steps * bs, -1))
-  loss = layers.nll_loss(log_p, y[idx].reshape(-1), None if pad == 0 else weights.reshape(-1))
+  log_p = backprop.log_softmax(logits.reshape(steps * bs, -1))
+  loss = backprop.nll_loss(log_p, y[idx].reshape(-1), None if pad == 0 else weights.reshape(-1))
   return params, state, opt_state, loss
 
 
@@ -317,7 +214,8 @@ class FitResult(NamedTuple):
   seconds: np.ndarray  # (P,) wall time
 
 
-EpochCallback = Callable[[int, np.ndarray, dict[str, np.ndarray]], None]
+# on_epoch(epoch, member ids, metrics) -> the ids of members to stop now (pruned), or None
+EpochCallback = Callable[[int, np.ndarray, dict[str, np.ndarray]], Sequence[int] | None]
 
 
 def fit(
@@ -338,7 +236,8 @@ def fit(
   ``data`` = (x_train, y_train, x_val, y_val). Each member's key seeds its init (fold_in 0),
   shuffling, dropout and augmentation (fold_in 1, then per epoch and step). ``vectorize`` trains
   all members as one vmapped program (default: on accelerators) or one by one (default on CPU);
-  both give the same numbers. ``on_epoch(epoch, member_ids, metrics)`` is called after every epoch.
+  both give the same numbers. ``on_epoch(epoch, member_ids, metrics)`` is called after every epoch;
+  the member ids it returns stop there (stop reason "pruned"; a search's pruner decides).
   ``init(params, state)`` replaces the fresh initialisation (leading axis = members), e.g.
   mlp.transfer.initializer's.
   """
@@ -421,9 +320,12 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
     wait = np.where(improved, 0, wait + active)
     if stopping.kind == "patience":
       best = _select(jnp.asarray(improved), (params, state), best)
+    pruned: set[int] = set()
     if on_epoch is not None:
       act = np.flatnonzero(active)
-      on_epoch(done, ids[act], {k: v[act] for k, v in metrics.items()})
+      pruned = {
+        int(m) for m in on_epoch(done, ids[act], {k: v[act] for k, v in metrics.items()}) or ()
+      }
     for i in np.flatnonzero(active):
       if (
         not (np.isfinite(tr_loss[i]) and np.isfinite(va_loss[i]))
@@ -435,6 +337,8 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
           reason[i] = "gap"
       elif stopping.kind == "patience" and wait[i] >= stopping.patience:
         reason[i] = "patience"
+      elif int(ids[i]) in pruned:
+        reason[i] = "pruned"
       if reason[i] != "max_epochs":
         active[i] = False
         seconds[i] = time.perf_counter() - start

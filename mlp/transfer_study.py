@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 
 from mlp import data as data_lib
-from mlp import report, study, sweep
+from mlp import runner, study, sweep, tables
 
 
 def class_accuracies(confusion: Sequence[Sequence[int]], new: int) -> tuple[float, float, float]:
@@ -53,7 +53,7 @@ def run_transfer(config, workdir: str | os.PathLike, *, data_dir: str | None = N
   for k in ("grid", "extra_runs"):
     base_cfg[k] = ml_collections.ConfigDict()
   (base,) = study.run_study(base_cfg, workdir / "base", data_dir=data_dir, log=log)
-  base_model = study.run_dir(workdir / "base", sweep.expand(base_cfg)[0]) / "model"
+  base_model = runner.run_dir(workdir / "base", sweep.expand(base_cfg)[0]) / "model"
   add_cfg = ml_collections.ConfigDict(copy.deepcopy(config.to_dict()))
   add_cfg.name = "scratch"
   add_cfg.grid = ml_collections.ConfigDict()
@@ -91,7 +91,7 @@ def run_transfer(config, workdir: str | os.PathLike, *, data_dir: str | None = N
         "seconds": r["seconds"],
       }
     )
-  report.write_table(
+  tables.write_table(
     rows,
     [
       ("way", "Way"),

@@ -9,18 +9,17 @@ round (CIFAR-10, batch 100, hidden 400: one thread is 1.5x slower). So a config 
 with a one-thread pool on its own core, while ``workers = 1`` (image studies) trains in the calling
 process on every core. Accelerators always train in the calling process.
 
-How: the parent writes the pending runs, most expensive first, to ``queue.json`` in the workdir
-and starts the workers (``python -m mlp.workers``); each worker reads the study's ``config.json``,
-loads the data and claims the next run by creating ``claims/<k>`` with O_EXCL. A run is finished
-when its ``result.json`` exists, exactly as in one process, so an interrupted study resumes the
-same way. The numbers do not depend on the number of workers: every run has its own seed.
+How: the parent enqueues the pending runs, most expensive first, as trials of the study
+(mlp.engine) and starts the workers (``python -m mlp.workers``); each worker reads the study's
+``config.json``, loads the data and claims runs from the study's storage, exactly as workers on
+other machines do, so an interrupted study resumes the same way. The numbers do not depend on the
+number of workers: every run has its own seed.
 """
 
 import argparse
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,8 +28,7 @@ from pathlib import Path
 
 import ml_collections
 
-from mlp import checkpoint, sweep
-from mlp.data import Dataset
+from mlp import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_OVERHEAD_S = 50e-6  # per minibatch step, measured on CPU (benchmarks/README.md)
@@ -92,32 +90,28 @@ def limit_xla_threads(cpu: int) -> None:
 
 def run(
   workdir: Path,
-  pending: list[sweep.Run],
   n: int,
   *,
-  data: Dataset,
   data_dir: str | None,
+  storage: str | None,
+  study_name: str,
   log: Callable[[str], None],
 ) -> None:
-  """Train ``pending`` with ``n`` worker processes, most expensive first; return when all exit.
+  """Start ``n`` worker processes on the study's trials (mlp.engine); return when all exit.
 
-  ``data`` (the study's loaded Dataset) sizes the cost model; the workers load their own copy.
-  The study's config must already be in ``workdir/config.json``. Raises WorkerError when a
-  worker fails; on KeyboardInterrupt the workers are interrupted too and waited for.
+  The study's config must already be in ``workdir/config.json`` and its runs enqueued. Raises
+  WorkerError when a worker fails; on KeyboardInterrupt the workers are interrupted too and
+  waited for.
   """
   workdir = Path(workdir)
-  rows = len(data.y_train)
-  queue = sorted(
-    pending, key=lambda r: -estimated_seconds(r, rows, data.input_shape, data.num_classes)
-  )
-  checkpoint.atomic_write_json(workdir / "queue.json", {"runs": [r.id for r in queue]})
-  shutil.rmtree(workdir / "claims", ignore_errors=True)
-  (workdir / "claims").mkdir()
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-  log(f"training {len(queue)} runs in {n} worker processes (one XLA thread each; config workers)")
+  log(f"training in {n} worker processes (one XLA thread each; config workers)")
   procs = []
   for i in range(n):
     cmd = [sys.executable, "-m", "mlp.workers", "--workdir", str(workdir), "--index", str(i)]
+    cmd += ["--study", study_name]
+    if storage:
+      cmd += ["--storage", storage]
     if data_dir:
       cmd += ["--data_dir", str(data_dir)]
     procs.append(subprocess.Popen(cmd, env=env))
@@ -136,9 +130,6 @@ def run(
         except subprocess.TimeoutExpired:
           continue
     raise
-  finally:
-    shutil.rmtree(workdir / "claims", ignore_errors=True)  # a rerun writes its own queue
-    (workdir / "queue.json").unlink(missing_ok=True)
   failed = [(i, c) for i, c in enumerate(codes) if c != 0]
   if failed:
     raise WorkerError(
@@ -166,14 +157,6 @@ def _say(line: str) -> None:
   os.write(sys.stdout.fileno(), (line + "\n").encode())
 
 
-def _claim(workdir: Path, k: int) -> bool:
-  try:
-    os.close(os.open(workdir / "claims" / str(k), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-  except FileExistsError:
-    return False
-  return True
-
-
 def _exit_with_parent(poll_s: float = 0.5) -> None:
   """Exit as soon as the parent study dies (even by kill -9), mid-run included: an orphaned
   worker would otherwise race a rerun for the same run folder. The run it was training has no
@@ -192,39 +175,27 @@ def _exit_with_parent(poll_s: float = 0.5) -> None:
 
 
 def worker_main(argv: list[str] | None = None) -> None:
-  """One worker: claim runs from the queue and train them until the queue is empty."""
+  """One worker: claim the study's runs and train them until none is left (mlp.engine.work)."""
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--workdir", required=True)
   p.add_argument("--index", type=int, required=True)
+  p.add_argument("--study", required=True)
+  p.add_argument("--storage", default=None)
   p.add_argument("--data_dir", default=None)
   args = p.parse_args(argv)
   limit_xla_threads(args.index)
 
   from mlp import data as data_lib
-  from mlp import study
+  from mlp import engine
 
   workdir = Path(args.workdir)
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  queue = json.loads((workdir / "queue.json").read_text())["runs"]
-  runs = sweep.expand(config)
-  index = {r.id: i for i, r in enumerate(runs)}  # progress shows [position in the study/total]
   _exit_with_parent()
-  data = data_lib.load(config.data, args.data_dir)
   tag = f"[w{args.index}]"
-  for k, run_id in enumerate(queue):
-    if not _claim(workdir, k):
-      continue
-    run_ = runs[index[run_id]]
-    group = sweep.group_by_shape([run_], data.input_shape, data.num_classes)[0]
-    study.train_group(
-      group,
-      data,
-      workdir,
-      vectorize=False,  # one run at a time: the CPU path
-      log=lambda s: _say(f"{tag} {s}"),
-      done=index[run_id],
-      total=len(runs),
-    )
+  log = lambda s: _say(f"{tag} {s}")  # noqa: E731
+  st = engine.open_study(config, workdir, storage=args.storage, name=args.study, log=log)
+  data = data_lib.load(config.data, args.data_dir)
+  engine.work(st, sweep.expand(config), data, workdir, vectorize=False, log=log)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,15 @@ def isolated_data_env(tmp_path, monkeypatch):
     raise AssertionError("tests must not touch the network")
 
   monkeypatch.setattr(common, "_urlopen", no_network)
+
+
+# Module-scoped fixtures that train a whole study: every test that uses one is slow.
+STUDY_FIXTURES = {"finished", "overfit"}
+
+
+def pytest_collection_modifyitems(config, items):
+  """Mark ``slow`` the tests that use a study-training fixture (end-to-end tests that train or
+  start processes themselves carry ``@pytest.mark.slow``): ``pytest -m "not slow"`` skips both."""
+  for item in items:
+    if STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.slow)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlp import checkpoint, inference, layers, model
+from mlp import checkpoint, fileio, inference, layers, model
 from mlp.checkpoint import CheckpointError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -127,15 +127,15 @@ def test_missing_model(tmp_path):
 
 def test_crash_between_writes_leaves_incomplete_model(tmp_path, monkeypatch):
   save_model(tmp_path / "m")  # an older model at the same path
-  real = checkpoint.atomic_write_json
+  real = fileio.atomic_write_json
 
   def crash(path, obj):
     raise KeyboardInterrupt("killed")
 
-  monkeypatch.setattr(checkpoint, "atomic_write_json", crash)
+  monkeypatch.setattr(fileio, "atomic_write_json", crash)
   with pytest.raises(KeyboardInterrupt):
     save_model(tmp_path / "m", "dense", (4,), 2)
-  monkeypatch.setattr(checkpoint, "atomic_write_json", real)
+  monkeypatch.setattr(fileio, "atomic_write_json", real)
   assert not (tmp_path / "m.json").exists()  # the old .json must not pair with the new .npz
   with pytest.raises(CheckpointError, match="incomplete model"):
     checkpoint.load(tmp_path / "m")
@@ -153,14 +153,14 @@ def test_crash_during_npz_write_keeps_old_files_clean(tmp_path, monkeypatch):
 
 def test_atomic_write_helpers(tmp_path):
   path = tmp_path / "sub" / "results.json"
-  checkpoint.atomic_write_json(path, {"acc": np.float32(0.25), "shape": (1, 2)})
+  fileio.atomic_write_json(path, {"acc": np.float32(0.25), "shape": (1, 2)})
   with open(path) as f:
     assert json.load(f) == {"acc": 0.25, "shape": [1, 2]}
-  checkpoint.atomic_write_text(path, "hello\n")
+  fileio.atomic_write_text(path, "hello\n")
   assert path.read_text() == "hello\n"
   assert os.listdir(path.parent) == ["results.json"]
   with pytest.raises(TypeError, match="cannot convert"):
-    checkpoint.atomic_write_json(path, {"f": object()})
+    fileio.atomic_write_json(path, {"f": object()})
   assert path.read_text() == "hello\n"  # a failed write leaves the old file
 
 

@@ -169,6 +169,7 @@ def test_5x2_scheme_lists_ten_folds_over_five_seeds():
   assert {(k, seed) for _, k, _, seed in labels} == {(2, s) for s in range(2, 7)}
 
 
+@pytest.mark.slow
 def test_command_line(har_dir, tmp_path):
   out = subprocess.run(
     [

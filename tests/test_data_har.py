@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlp import fileio
 from mlp.data import common, har
 from mlp.data.common import DataError
 from tests.data_fixtures import write_fake_har
@@ -434,7 +435,7 @@ def test_a_damaged_copy_in_data_dir_is_reported_and_strict_mode_refuses_it(
   """A copy whose X_train.txt lost its last 4 bytes used to train silently on a wrong value."""
   root = write_fake_har(tmp_path, subjects=(1, 3, 5, 25, 26, 27), rows_per_subject=6)
   # Pretend the files as written are the official ones (the real digests need the real data).
-  official = {rel: common.file_digest(root / rel) for rel in har.SHA256 if (root / rel).exists()}
+  official = {rel: fileio.file_digest(root / rel) for rel in har.SHA256 if (root / rel).exists()}
   monkeypatch.setattr(har, "SHA256", official)
   har.load_arrays(root)
   assert "differ" not in capsys.readouterr().err

@@ -130,6 +130,7 @@ def test_evaluate_command_takes_an_ensemble_folder(finished, har_dir, tmp_path):
   assert f"accuracy {acc:.4f}" in out.stdout
 
 
+@pytest.mark.slow
 def test_cross_validation_scores_the_first_ensemble(har_dir, tmp_path):
   cfg = har_cv.get_config("quick")
   cfg.data.val_subjects = 2

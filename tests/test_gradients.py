@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_vjp
 
-from mlp import layers, model
+from mlp import backprop, layers, model
 from tests.gradcheck import FD_EPS, FD_TOL, assert_close, float64, rand  # noqa: F401
 
 
@@ -30,11 +30,11 @@ def hand_vjp(forward, backward):
 @pytest.mark.parametrize("batch", [1, 50])
 def test_dense_backward(batch):
   x, w, b, dy = rand(0, batch, 7), rand(1, 7, 5), rand(2, 5), rand(3, batch, 5)
-  _, vjp = jax.vjp(layers.dense_forward, x, w, b)
-  assert_close(layers.dense_backward(dy, x, w), vjp(dy))
+  _, vjp = jax.vjp(backprop.dense_forward, x, w, b)
+  assert_close(backprop.dense_backward(dy, x, w), vjp(dy))
   check_vjp(
-    layers.dense_forward,
-    hand_vjp(layers.dense_forward, lambda ct, x, w, b: layers.dense_backward(ct, x, w)),
+    backprop.dense_forward,
+    hand_vjp(backprop.dense_forward, lambda ct, x, w, b: backprop.dense_backward(ct, x, w)),
     (x, w, b),
     atol=FD_TOL,
     rtol=FD_TOL,
@@ -45,11 +45,11 @@ def test_dense_backward(batch):
 @pytest.mark.parametrize("batch", [1, 50])
 def test_relu_backward(batch):
   z, da = rand(0, batch, 9), rand(1, batch, 9)
-  _, vjp = jax.vjp(layers.relu_forward, z)
-  assert_close(layers.relu_backward(da, z), vjp(da)[0])
+  _, vjp = jax.vjp(backprop.relu_forward, z)
+  assert_close(backprop.relu_backward(da, z), vjp(da)[0])
   check_vjp(
-    layers.relu_forward,
-    hand_vjp(layers.relu_forward, lambda ct, z: (layers.relu_backward(ct, z),)),
+    backprop.relu_forward,
+    hand_vjp(backprop.relu_forward, lambda ct, z: (backprop.relu_backward(ct, z),)),
     (z,),
     atol=FD_TOL,
     rtol=FD_TOL,
@@ -59,25 +59,25 @@ def test_relu_backward(batch):
 
 def test_softmax_jacobian_is_diag_p_minus_ppT():
   z = rand(0, 4, 6)
-  p = layers.softmax_forward(z)
-  jac = layers.softmax_jacobian(p)
+  p = backprop.softmax_forward(z)
+  jac = backprop.softmax_jacobian(p)
   assert jac.shape == (4, 6, 6)
   for i in range(4):
     assert_close(jac[i], jnp.diag(p[i]) - jnp.outer(p[i], p[i]))
-    assert_close(jac[i], jax.jacobian(layers.softmax_forward)(z[i]))
+    assert_close(jac[i], jax.jacobian(backprop.softmax_forward)(z[i]))
 
 
 @pytest.mark.parametrize("batch", [1, 50])
 def test_softmax_backward_full_jacobian(batch):
   z, dp = rand(0, batch, 6), rand(1, batch, 6)
-  p = layers.softmax_forward(z)
-  _, vjp = jax.vjp(layers.softmax_forward, z)
-  assert_close(layers.softmax_backward(dp, p), vjp(dp)[0])
+  p = backprop.softmax_forward(z)
+  _, vjp = jax.vjp(backprop.softmax_forward, z)
+  assert_close(backprop.softmax_backward(dp, p), vjp(dp)[0])
   check_vjp(
-    layers.softmax_forward,
+    backprop.softmax_forward,
     hand_vjp(
-      layers.softmax_forward,
-      lambda ct, z: (layers.softmax_backward(ct, layers.softmax_forward(z)),),
+      backprop.softmax_forward,
+      lambda ct, z: (backprop.softmax_backward(ct, backprop.softmax_forward(z)),),
     ),
     (z,),
     atol=FD_TOL,
@@ -89,14 +89,14 @@ def test_softmax_backward_full_jacobian(batch):
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("batch", [1, 50])
 def test_nll_backward_wrt_probs(batch, weighted):
-  p = layers.softmax_forward(rand(0, batch, 6))
+  p = backprop.softmax_forward(rand(0, batch, 6))
   y = jax.random.randint(jax.random.key(1), (batch,), 0, 6)
   w = (jnp.arange(batch) % 3 != 2).astype(jnp.float64).at[0].set(1.0) if weighted else None
 
   def loss_of_p(p):
-    return layers.nll_loss(jnp.log(p), y, w)
+    return backprop.nll_loss(jnp.log(p), y, w)
 
-  assert_close(layers.nll_backward(p, y, w), jax.grad(loss_of_p)(p))
+  assert_close(backprop.nll_backward(p, y, w), jax.grad(loss_of_p)(p))
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -105,19 +105,20 @@ def test_fused_softmax_nll_equals_jacobian_path_and_autodiff(batch, weighted):
   z = rand(0, batch, 6)
   y = jax.random.randint(jax.random.key(1), (batch,), 0, 6)
   w = (jnp.arange(batch) % 3 != 2).astype(jnp.float64).at[0].set(1.0) if weighted else None
-  p = layers.softmax_forward(z)
-  fused = layers.softmax_nll_backward(p, y, w)
-  through_jacobian = layers.softmax_backward(layers.nll_backward(p, y, w), p)
+  p = backprop.softmax_forward(z)
+  fused = backprop.softmax_nll_backward(p, y, w)
+  through_jacobian = backprop.softmax_backward(backprop.nll_backward(p, y, w), p)
   assert_close(fused, through_jacobian)
 
   def loss_of_z(z):
-    return layers.nll_loss(layers.log_softmax(z), y, w)
+    return backprop.nll_loss(backprop.log_softmax(z), y, w)
 
   assert_close(fused, jax.grad(loss_of_z)(z))
   check_vjp(
     loss_of_z,
     hand_vjp(
-      loss_of_z, lambda ct, z: (ct * layers.softmax_nll_backward(layers.softmax_forward(z), y, w),)
+      loss_of_z,
+      lambda ct, z: (ct * backprop.softmax_nll_backward(backprop.softmax_forward(z), y, w),),
     ),
     (z,),
     atol=FD_TOL,
@@ -131,13 +132,13 @@ def test_fused_softmax_nll_equals_jacobian_path_and_autodiff(batch, weighted):
 def test_dropout_backward(batch, inverted):
   x, dy = rand(0, batch, 8), rand(1, batch, 8)
   rate = jnp.asarray(0.3)
-  mask = layers.dropout_mask(jax.random.key(2), x.shape, rate, x.dtype)
-  fwd = functools.partial(layers.dropout_forward, mask=mask, rate=rate, inverted=inverted)
+  mask = backprop.dropout_mask(jax.random.key(2), x.shape, rate, x.dtype)
+  fwd = functools.partial(backprop.dropout_forward, mask=mask, rate=rate, inverted=inverted)
   _, vjp = jax.vjp(fwd, x)
-  assert_close(layers.dropout_backward(dy, mask, rate, inverted), vjp(dy)[0])
+  assert_close(backprop.dropout_backward(dy, mask, rate, inverted), vjp(dy)[0])
   check_vjp(
     fwd,
-    hand_vjp(fwd, lambda ct, x: (layers.dropout_backward(ct, mask, rate, inverted),)),
+    hand_vjp(fwd, lambda ct, x: (backprop.dropout_backward(ct, mask, rate, inverted),)),
     (x,),
     atol=FD_TOL,
     rtol=FD_TOL,
@@ -151,17 +152,20 @@ def test_dropout_forms_have_the_same_expected_activation(inverted):
   rate = jnp.asarray(0.4)
   x = rand(0, 1, 5)
   # Exactly: E[m] = 1 - r, so E[m s x] = (1 - r) s x.
-  expected_exact = (1 - rate) * layers.dropout_train_scale(rate, inverted) * x
-  assert_close(expected_exact, layers.dropout_inference(x, rate, inverted))
+  expected_exact = (1 - rate) * backprop.dropout_train_scale(rate, inverted) * x
+  assert_close(expected_exact, backprop.dropout_inference(x, rate, inverted))
   # And by Monte Carlo over 200k masks (standard error ~ 0.0011 relative).
-  masks = layers.dropout_mask(jax.random.key(3), (200_000, 5), rate, x.dtype)
-  mc = jnp.mean(layers.dropout_forward(jnp.broadcast_to(x, masks.shape), masks, rate, inverted), 0)
+  masks = backprop.dropout_mask(jax.random.key(3), (200_000, 5), rate, x.dtype)
+  mc = jnp.mean(
+    backprop.dropout_forward(jnp.broadcast_to(x, masks.shape), masks, rate, inverted), 0
+  )
   np.testing.assert_allclose(
-    mc, layers.dropout_inference(x, rate, inverted)[0], rtol=0.01, atol=0.01
+    mc, backprop.dropout_inference(x, rate, inverted)[0], rtol=0.01, atol=0.01
   )
   # Both forms agree with each other at inference up to the documented factor (1 - r).
   assert_close(
-    layers.dropout_inference(x, rate, True) * (1 - rate), layers.dropout_inference(x, rate, False)
+    backprop.dropout_inference(x, rate, True) * (1 - rate),
+    backprop.dropout_inference(x, rate, False),
   )
 
 
@@ -307,7 +311,7 @@ def test_init_is_he_and_deterministic():
 
 
 MUTANTS = {
-  # name: (function in mlp.layers to replace, wrong replacement)
+  # name: (function in mlp.backprop to replace, wrong replacement)
   "dense dW missing transpose": (
     "dense_backward",
     lambda dy, x, w: (dy @ w.T, dy.T @ x, dy.sum(0)),
@@ -334,7 +338,7 @@ MUTANTS = {
   ),
   "dropout mask dropped": (
     "dropout_backward",
-    lambda dy, m, r, inv: dy * layers.dropout_train_scale(r, inv),
+    lambda dy, m, r, inv: dy * backprop.dropout_train_scale(r, inv),
   ),
   "dropout scale dropped": ("dropout_backward", lambda dy, m, r, inv: dy * m),
 }
@@ -358,7 +362,7 @@ def _fails(check, *args) -> bool:
 def test_planted_wrong_gradient_fails_the_checks(name, monkeypatch):
   """Each planted bug must be caught by the autodiff check and by the finite-difference check."""
   attr, wrong = MUTANTS[name]
-  monkeypatch.setattr(layers, attr, wrong)
+  monkeypatch.setattr(backprop, attr, wrong)
   softmax_grad = "jacobian" if attr == "softmax_jacobian" else "fused"
   caught = {"autodiff": False, "finite differences": False}
   for dropout in ("inverted", "regular"):

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from configs import har as har_config
-from mlp import checkpoint, inference, study, sweep, tensorboard, train, workers
+from mlp import checkpoint, inference, runner, study, sweep, tensorboard, train, workers
 from mlp import data as data_lib
+from mlp import results as results_lib
 from tests.data_fixtures import write_fake_har
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def test_topk_in_table_matches_the_saved_model(finished, har_dir):
   data = data_lib.load(cfg.data, str(har_dir))
   rows = {r["run"]: r for r in read_csv(workdir / "results.csv")}
   run = sweep.expand(cfg)[0]
-  model = checkpoint.load(study.run_dir(workdir, run) / "model")
+  model = checkpoint.load(runner.run_dir(workdir, run) / "model")
   checkpoint.check_compatible(model, dataset="har", input_dim=561)
   spec = sweep.spec_of(run.config, data.input_shape, data.num_classes)
   hyper = sweep.hyper_of(run.config, data.input_shape, data.num_classes)
@@ -98,9 +99,9 @@ def test_learns_the_synthetic_task(finished):
 def test_tensorboard_events_hold_curves_and_hparams(finished):
   cfg, workdir, results, _ = finished
   for run, result in zip(sweep.expand(cfg), results, strict=True):
-    rdir = study.run_dir(workdir, run)
+    rdir = runner.run_dir(workdir, run)
     scalars = tensorboard.read_scalars(rdir)
-    assert set(study.METRIC_TAGS) <= set(scalars)
+    assert set(runner.METRIC_TAGS) <= set(scalars)
     steps = [s for s, _ in scalars["loss/val"]]
     assert steps == list(range(1, result["epochs"] + 1))
     vals = [v for _, v in scalars["loss/train"]]
@@ -129,34 +130,51 @@ def test_figures_are_pngs(finished):
 def test_every_run_has_an_evaluation_report(finished):
   cfg, workdir, _, _ = finished
   for run in sweep.expand(cfg):
-    ev = study.run_dir(workdir, run) / "eval" / "test"
+    ev = runner.run_dir(workdir, run) / "eval" / "test"
     assert (ev / "report.md").exists() and (ev / "confusion.csv").exists()
 
 
-def test_resume_skips_finished_runs_and_restarts_interrupted(finished, har_dir, monkeypatch):
-  cfg, workdir, results, _ = finished
+class Killed(Exception):
+  pass
+
+
+@pytest.mark.slow
+def test_resume_skips_finished_runs_and_restarts_interrupted(har_dir, tmp_path, monkeypatch):
+  cfg = quick_config()
+  cfg.workers = 1  # train in this process, so that the patched fit sees the calls
   runs = sweep.expand(cfg)
-  stamps = {r.id: os.stat(study.run_dir(workdir, r) / "result.json").st_mtime_ns for r in runs}
-  # Simulate an interrupted run: its folder exists but has no result.json.
-  victim = runs[2]
-  os.remove(study.run_dir(workdir, victim) / "result.json")
-  calls = []
+  calls, kill_at = [], []
   real_fit = train.fit
 
-  def counting_fit(*args, **kwargs):
+  def fit_interrupted_at_the_third_run(*args, **kwargs):
     calls.append(1)
+    if len(calls) == 3 and not kill_at:
+      kill_at.append(3)
+      on_epoch = kwargs["on_epoch"]
+
+      def interrupt(*a):  # after the first epoch is written: a half-written run folder
+        on_epoch(*a)
+        raise Killed
+
+      kwargs = {**kwargs, "on_epoch": interrupt}
     return real_fit(*args, **kwargs)
 
-  monkeypatch.setattr(train, "fit", counting_fit)
+  monkeypatch.setattr(train, "fit", fit_interrupted_at_the_third_run)
+  workdir = tmp_path / "w"
+  with pytest.raises(Killed):  # (pytest.raises lets KeyboardInterrupt through)
+    study.run_study(cfg, workdir, data_dir=str(har_dir), log=lambda s: None)
+  finished = [r for r in runs if (runner.run_dir(workdir, r) / "result.json").exists()]
+  assert len(finished) == 2
+  stamps = {r.id: os.stat(runner.run_dir(workdir, r) / "result.json").st_mtime_ns for r in finished}
+  calls.clear()
   lines = []
-  cfg.workers = 1  # train in this process, so that the patched fit sees the calls
   again = study.run_study(cfg, workdir, data_dir=str(har_dir), log=lines.append)
-  assert len(calls) == 1
-  assert any("8 of 9 runs already finished" in line for line in lines)
-  for r in runs:
-    if r.id != victim.id:
-      assert os.stat(study.run_dir(workdir, r) / "result.json").st_mtime_ns == stamps[r.id]
-  assert again[2]["run"] == victim.id and again[2]["epochs"] >= 1
+  assert len(calls) == 7  # the interrupted run and the six never started, nothing twice
+  assert any("2 of 9 runs already finished" in line for line in lines)
+  for r in finished:
+    assert os.stat(runner.run_dir(workdir, r) / "result.json").st_mtime_ns == stamps[r.id]
+  assert [r["run"] for r in again] == [r.id for r in runs]
+  assert all(r["epochs"] >= 1 for r in again)
 
 
 def test_workers_give_the_same_numbers_as_one_process(finished, har_dir, tmp_path):
@@ -174,20 +192,17 @@ def test_workers_give_the_same_numbers_as_one_process(finished, har_dir, tmp_pat
     assert a["epochs"] == b["epochs"]
     for split in a["tests"]:
       np.testing.assert_allclose(a["tests"][split]["topk"], b["tests"][split]["topk"], atol=1e-6)
-  _, workdir, _, _ = finished
-  assert not (workdir / "claims").exists() and not (workdir / "queue.json").exists()
 
 
+@pytest.mark.slow
 def test_worker_failure_is_reported(har_dir, tmp_path):
-  cfg = quick_config()
-  checkpoint.atomic_write_json(tmp_path / "config.json", checkpoint.to_jsonable(cfg.to_dict()))
-  bogus = sweep.Run("no_such_run", 0, cfg)  # not in the config: the worker fails to find it
+  # No config.json in the workdir: the worker fails before its first run.
   with pytest.raises(
     workers.WorkerError, match="worker 0 exited with code 1 .its error is printed"
   ):
-    data = data_lib.load(cfg.data, str(har_dir))
-    workers.run(tmp_path, [bogus], 1, data=data, data_dir=str(har_dir), log=lambda s: None)
-  assert not (tmp_path / "claims").exists() and not (tmp_path / "queue.json").exists()
+    workers.run(
+      tmp_path, 1, data_dir=str(har_dir), storage=None, study_name="s", log=lambda s: None
+    )
   # A worker killed by a signal printed nothing: the message says what killed it.
   assert "killed by signal SIGKILL (out of memory" in workers._exit_text(1, -signal.SIGKILL)
   assert "printed above" not in workers._exit_text(1, -signal.SIGTERM)
@@ -201,6 +216,7 @@ def test_thread_limit_refuses_an_initialised_backend():
     workers.limit_xla_threads(0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("monitor", ["val_loss", "val_acc"])
 def test_patience_watches_the_configured_metric_and_keeps_its_best(har_dir, tmp_path, monitor):
   cfg = quick_config(early_stopping="patience", patience=2, monitor=monitor, max_epochs=8)
@@ -231,6 +247,7 @@ def test_runs_saved_before_subject_norm_existed_resume_as_none(finished, har_dir
   _, src, _, _ = finished
   workdir = tmp_path / "old"
   shutil.copytree(src, workdir)
+  (workdir / "study.journal").unlink()  # written before studies lived in storage: adopted
   for path in workdir.glob("runs/*/*/result.json"):
     result = json.loads(path.read_text())
     del result["config"]["data"]["subject_norm"]  # as written before the field was added
@@ -252,7 +269,7 @@ def test_runs_saved_before_subject_norm_existed_resume_as_none(finished, har_dir
 def test_inference_matches_the_study(finished, har_dir):
   cfg, workdir, results, _ = finished
   run = sweep.expand(cfg)[0]
-  lm = inference.load_model(study.run_dir(workdir, run))
+  lm = inference.load_model(runner.run_dir(workdir, run))
   x, y = inference.split_data(lm, "test", str(har_dir))
   # The saved config's per-subject standardisation is applied, not the raw features.
   raw = data_lib.load({**cfg.data.to_dict(), "subject_norm": "none"}, str(har_dir)).tests["test"]
@@ -262,6 +279,7 @@ def test_inference_matches_the_study(finished, har_dir):
   assert acc == pytest.approx(results[0]["tests"]["test"]["topk"][0])
 
 
+@pytest.mark.slow
 def test_diverged_run_is_marked_and_the_study_goes_on(har_dir, tmp_path):
   cfg = quick_config()
   cfg.grid.train.learning_rate = (1e30, 0.01)
@@ -288,6 +306,7 @@ def run_cli(*args, env=None):
   )
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_workers_and_the_study_resumes(har_dir, tmp_path):
   args = [
     "--config=configs/har.py:quick",
@@ -327,6 +346,7 @@ def test_ctrl_c_stops_the_workers_and_the_study_resumes(har_dir, tmp_path):
   assert len(read_csv(tmp_path / "w" / "results.csv")) == 9
 
 
+@pytest.mark.slow
 def test_cli_runs_quick_config_and_rejects_unknown_field(har_dir, tmp_path):
   # Mistakes in the config flag: one or two lines and exit status 2, never a traceback.
   bad = run_cli("--config=configs/har.py:quick", "--config.train.no_such_field=1")
@@ -387,7 +407,7 @@ def test_best_run_is_compared_with_baselines_by_mcnemar(finished, har_dir):
   cfg = ml_collections.ConfigDict(cfg.to_dict())
   cfg.report.baselines = ("logistic_regression", "decision_tree")
   rows = crossval.compare_on_test(cfg, results, workdir, data_dir=str(har_dir), log=lambda m: None)
-  best = study.best_run(results, exclude=("dropout",))
+  best = results_lib.best_run(results, exclude=("dropout",))
   assert rows[0]["learner"] == best["name"]
   assert rows[0]["accuracy"] == pytest.approx(best["tests"]["test"]["topk"][0])
   data = data_lib.load(cfg.data, str(har_dir))
@@ -435,6 +455,7 @@ def _hold_workdir(workdir: Path) -> subprocess.Popen:
   return p
 
 
+@pytest.mark.slow
 def test_a_second_launcher_is_refused_and_a_dead_owners_workdir_taken_over(har_dir, tmp_path):
   """Two copies of a study on one workdir used to delete each other's run folders."""
   from mlp import lock
@@ -460,6 +481,7 @@ def test_a_second_launcher_is_refused_and_a_dead_owners_workdir_taken_over(har_d
   assert (workdir / lock.LOCK_NAME).read_text() == ""  # released
 
 
+@pytest.mark.slow
 def test_workers_exit_when_the_study_process_is_killed(har_dir, tmp_path):
   """After kill -9 of the study, its workers used to keep training and race a rerun."""
   cmd = [

@@ -12,7 +12,7 @@ from absl import flags
 from PIL import Image
 
 from configs import cifar10_mlp, cifar10_overfit, fer2013_cnn, fer2013_mlp
-from mlp import checkpoint, inference, layers, model, study, sweep
+from mlp import checkpoint, inference, layers, model, runner, study, sweep
 from mlp.data import DataError, cifar10, images
 from tests.data_fixtures import write_fake_cifar, write_fake_fer
 
@@ -32,7 +32,7 @@ def overfit(cifar_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("overfit")
   cfg = cifar10_overfit.get_config("quick")
   results = study.run_study(cfg, workdir, data_dir=str(cifar_dir), log=lambda s: None)
-  rdir = study.run_dir(workdir, sweep.expand(cfg)[0])
+  rdir = runner.run_dir(workdir, sweep.expand(cfg)[0])
   return cfg, workdir, results[0], rdir
 
 
@@ -267,12 +267,13 @@ def test_read_labels(tmp_path):
     inference.read_labels(tmp_path / "missing.csv", names)
 
 
+@pytest.mark.slow
 def test_fer2013_quick_study_tests_on_public_and_private(tmp_path):
   write_fake_fer(tmp_path / "data", n=140)
   cfg = fer2013_mlp.get_config("quick")
   results = study.run_study(cfg, tmp_path / "w", data_dir=str(tmp_path / "data"), log=lambda s: 0)
   assert set(results[0]["tests"]) == {"PublicTest", "PrivateTest"}
-  rdir = study.run_dir(tmp_path / "w", sweep.expand(cfg)[0])
+  rdir = runner.run_dir(tmp_path / "w", sweep.expand(cfg)[0])
   for split in ("val", "PublicTest", "PrivateTest"):
     assert (rdir / "eval" / split / "report.md").exists()
   lm = inference.load_model(rdir / "model")
@@ -285,13 +286,14 @@ def test_fer2013_quick_study_tests_on_public_and_private(tmp_path):
   assert acc == pytest.approx(results[0]["tests"]["PrivateTest"]["topk"][0])
 
 
+@pytest.mark.slow
 def test_fer2013_cnn_quick_study_evaluate_and_predict(tmp_path):
   """The CNN counterpart of the study's test_deep_fer_model: train (with batch norm, dropout and
   augmentation), save, reload, and classify through evaluate and predict."""
   write_fake_fer(tmp_path / "data", n=140)
   cfg = fer2013_cnn.get_config("quick")
   results = study.run_study(cfg, tmp_path / "w", data_dir=str(tmp_path / "data"), log=lambda s: 0)
-  rdir = study.run_dir(tmp_path / "w", sweep.expand(cfg)[0])
+  rdir = runner.run_dir(tmp_path / "w", sweep.expand(cfg)[0])
   assert "| Layers |" in (tmp_path / "w" / "results.md").read_text()
   assert "conv4 bn relu maxpool5/s2" in (tmp_path / "w" / "results.md").read_text()
   lm = inference.load_model(rdir)

@@ -10,7 +10,7 @@ import pytest
 from jax import lax
 from jax.test_util import check_vjp
 
-from mlp import layers, model
+from mlp import backprop, layers, model
 from tests.gradcheck import FD_EPS, FD_TOL, assert_close, float64, rand  # noqa: F401
 
 FD = dict(atol=FD_TOL, rtol=FD_TOL, eps=FD_EPS)
@@ -95,12 +95,12 @@ def check_maxpool_ties():
   x = jnp.asarray(np.random.default_rng(0).integers(0, 3, (2, 7, 7, 2)), jnp.float64)
   window, stride = (3, 3), 2
   dy = rand(1, 2, 3, 3, 2)
-  hand = layers.maxpool_backward(dy, x, window, stride)
-  _, vjp = jax.vjp(lambda x: layers.maxpool_forward(x, window, stride), x)
+  hand = backprop.maxpool_backward(dy, x, window, stride)
+  _, vjp = jax.vjp(lambda x: backprop.maxpool_forward(x, window, stride), x)
   assert_close(hand, vjp(dy)[0])
   np.testing.assert_allclose(float(hand.sum()), float(dy.sum()), rtol=1e-12)
   one = jnp.zeros((1, 3, 3, 1)).at[0, 1, 1, 0].set(1.0).at[0, 2, 2, 0].set(1.0)
-  routed = layers.maxpool_backward(jnp.ones((1, 1, 1, 1)), one, (3, 3), 1)
+  routed = backprop.maxpool_backward(jnp.ones((1, 1, 1, 1)), one, (3, 3), 1)
   assert routed[0, :, :, 0].tolist() == [[0, 0, 0], [0, 1, 0], [0, 0, 0]]
 
 
@@ -143,7 +143,7 @@ def test_batchnorm_statistics_and_running_averages():
   assert_close(new.var, 0.8 + 0.2 * x.var((0, 1, 2)))
   # Inference uses the running averages, and leaves them alone.
   y_inf, _, same = bn.forward(params, new, 0.8, x, False, None)
-  assert_close(y_inf, (x - new.mean) / jnp.sqrt(new.var + layers.BN_EPS))
+  assert_close(y_inf, (x - new.mean) / jnp.sqrt(new.var + backprop.BN_EPS))
   assert_close(same, new)
 
 
@@ -235,7 +235,7 @@ def _conv_dx(dy, x, w, stride, padding, rotate=True, dilate=True):
   kh, kw = w.shape[:2]
   pads = []
   for a, k in ((0, kh), (1, kw)):
-    lo, hi, out = layers.conv_padding(x.shape[1 + a], k, stride, padding)
+    lo, hi, out = backprop.conv_padding(x.shape[1 + a], k, stride, padding)
     s = stride if dilate else 1
     extra = x.shape[1 + a] + lo + hi - ((out - 1) * s + k)
     pads.append((k - 1 - lo, k - 1 - hi + extra))
@@ -257,13 +257,13 @@ def _with_dx(**kw):
 
 
 def _maxpool_all_ties(dy, x, window, stride):
-  y = layers.maxpool_forward(x, window, stride)
+  y = backprop.maxpool_forward(x, window, stride)
   out = y.shape[1:3]
   dx = jnp.zeros_like(x)
   for u in range(window[0]):
     for v in range(window[1]):
-      hit = layers._window_view(x, u, v, out, stride) == y
-      dx = dx + layers._window_scatter(jnp.where(hit, dy, 0), u, v, x.shape, stride)
+      hit = backprop._window_view(x, u, v, out, stride) == y
+      dx = dx + backprop._window_scatter(jnp.where(hit, dy, 0), u, v, x.shape, stride)
   return dx
 
 
@@ -273,10 +273,10 @@ def _bn_no_mean_term(dy, xhat, inv_std, gamma, axes):
   return dx, jnp.sum(dy * xhat, axis=axes), jnp.sum(dy, axis=axes)
 
 
-ORIGINAL = {name: getattr(layers, name) for name in ("conv2d_backward",)}
+ORIGINAL = {name: getattr(backprop, name) for name in ("conv2d_backward",)}
 
 MUTANTS = {
-  # name: (function in mlp.layers to replace, wrong replacement, checks that must catch it)
+  # name: (function in mlp.backprop to replace, wrong replacement, checks that must catch it)
   "conv kernel not rotated": ("conv2d_backward", _with_dx(rotate=False), "conv"),
   "conv stride ignored in dx": ("conv2d_backward", _with_dx(dilate=False), "conv"),
   "maxpool gradient to every tied maximum": ("maxpool_backward", _maxpool_all_ties, "ties"),
@@ -314,7 +314,7 @@ def _checks(target: str):
 @pytest.mark.parametrize("name", sorted(MUTANTS))
 def test_planted_wrong_gradient_fails_the_checks(name, monkeypatch):
   attr, wrong, target = MUTANTS[name]
-  monkeypatch.setattr(layers, attr, wrong)
+  monkeypatch.setattr(backprop, attr, wrong)
   caught = {check: _fails(fn) for check, fn in _checks(target).items()}
   assert all(caught.values()), f"mutant {name!r} slipped through: {caught}"
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mlp import checkpoint, study, sweep, train
+from mlp import checkpoint, runner, study, sweep, train
 from mlp import data as data_lib
 from tests.data_fixtures import one_run_har_config, write_fake_har
 
@@ -33,6 +33,7 @@ def refit_config(refit: bool):
   return cfg
 
 
+@pytest.mark.slow
 def test_refit_trains_on_train_and_val_for_the_chosen_epochs(har_dir, tmp_path):
   cfg = refit_config(True)
   lines = []
@@ -45,7 +46,7 @@ def test_refit_trains_on_train_and_val_for_the_chosen_epochs(har_dir, tmp_path):
   # and the reported test accuracy is its accuracy.
   data = data_lib.load(cfg.data, str(har_dir))
   run = sweep.expand(cfg)[0]
-  saved = checkpoint.load(study.run_dir(tmp_path / "w", run) / "model")
+  saved = checkpoint.load(runner.run_dir(tmp_path / "w", run) / "model")
   spec = sweep.spec_of(run.config, data.input_shape, data.num_classes)
   hyper = sweep.hyper_of(run.config, data.input_shape, data.num_classes)
   x, y = data.tests["test"]
@@ -60,7 +61,7 @@ def test_refit_trains_on_train_and_val_for_the_chosen_epochs(har_dir, tmp_path):
   plain = study.run_study(refit_config(False), tmp_path / "p", data_dir=str(har_dir), log=print)[0]
   assert "refit" not in plain
   assert plain["val"] == result["val"]  # "val" is the selection model's, refit or not
-  saved_plain = checkpoint.load(study.run_dir(tmp_path / "p", run) / "model")
+  saved_plain = checkpoint.load(runner.run_dir(tmp_path / "p", run) / "model")
   pairs = zip(checkpoint_leaves(saved.params), checkpoint_leaves(saved_plain.params), strict=True)
   assert not all(np.allclose(a, b) for a, b in pairs)
 

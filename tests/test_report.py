@@ -6,14 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from mlp.report import (
-  abbreviate,
-  evaluation_report,
-  plot_confusion_grid,
-  plot_loss_curves,
-  plot_training_history,
-  write_table,
-)
+from mlp.figures import plot_confusion_grid, plot_loss_curves, plot_training_history
+from mlp.report import evaluation_report
+from mlp.tables import abbreviate, write_table
 
 NAMES = ["cat", "dog", "bird"]
 # Rows = true, cols = predicted; N = 16, trace = 12 (same example as tests/test_metrics.py).

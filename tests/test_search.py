@@ -14,7 +14,8 @@ from optuna.trial import TrialState
 
 from configs import fer2013_search
 from mlp import data as data_lib
-from mlp import report, search
+from mlp import figures, report, search
+from mlp.search import storage as storage_lib
 from tests.data_fixtures import write_fake_fer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +93,7 @@ def check_budget(st, budget, workdirs):
   return complete
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_journal_study_and_hold_the_budget(fer_dir, tmp_path):
   procs = [start_worker(tmp_path, fer_dir) for _ in range(2)]
   outs = wait_all(procs)
@@ -110,6 +112,7 @@ def test_two_workers_share_a_journal_study_and_hold_the_budget(fer_dir, tmp_path
   assert f"| 1 | {best.number} |" in (tmp_path / "leaderboard.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not POSTGRES_URL, reason="set MLP_TEST_POSTGRES_URL=postgresql://... to run")
 def test_two_workers_on_two_workdirs_share_a_postgres_study(fer_dir, tmp_path):
   study = f"test-{uuid.uuid4().hex[:8]}"
@@ -123,6 +126,7 @@ def test_two_workers_on_two_workdirs_share_a_postgres_study(fer_dir, tmp_path):
     optuna.delete_study(study_name=study, storage=POSTGRES_URL)
 
 
+@pytest.mark.slow
 def test_killed_worker_fails_its_trial_and_the_study_resumes(fer_dir, tmp_path):
   # Long trials (no early stopping) so that the kill lands mid-trial.
   slow = ("--config.train.max_epochs=100000", "--config.train.early_stopping=none")
@@ -158,7 +162,7 @@ def quick(**search_overrides):
 def no_figures(monkeypatch):
   """In-process searches test the search logic: skip the per-trial evaluation figures."""
   monkeypatch.setattr(report, "evaluation_report", lambda *a, **k: None)
-  monkeypatch.setattr(report, "plot_training_history", lambda *a, **k: None)
+  monkeypatch.setattr(figures, "plot_training_history", lambda *a, **k: None)
 
 
 def test_sequential_plan_moves_on_with_the_best_value():
@@ -166,7 +170,7 @@ def test_sequential_plan_moves_on_with_the_best_value():
   space = search.space_of(cfg)
   st = optuna.create_study(direction="maximize")
   dists = {
-    n: search._distribution(space["width" if n.startswith("width") else n])
+    n: search.space._distribution(space["width" if n.startswith("width") else n])
     for n in search.param_names(space)
   }
 
@@ -203,6 +207,7 @@ def test_sequential_plan_moves_on_with_the_best_value():
   assert search.sequential_stage(cfg, space, st.trials) is None
 
 
+@pytest.mark.slow
 def test_sequential_search_runs_its_plan_and_resumes(fer_dir, tmp_path, no_figures):
   cfg = quick(strategy="sequential", budget=100, order=("layers", "learning_rate"))
   cfg.search.space.width.low = cfg.search.space.width.high = 16
@@ -222,6 +227,7 @@ def test_sequential_search_runs_its_plan_and_resumes(fer_dir, tmp_path, no_figur
   assert len(again.get_trials()) == len(st.get_trials())
 
 
+@pytest.mark.slow
 def test_tpe_search_reaches_budget_and_rejects_a_changed_space(fer_dir, tmp_path, no_figures):
   cfg = quick(strategy="tpe", budget=3)
   cfg.search.space.layers.high = 1
@@ -269,12 +275,12 @@ def _journal_with_trials(path: Path, n: int) -> None:
 def test_a_torn_journal_record_is_set_aside_and_the_study_goes_on(tmp_path):
   """A worker killed mid-write used to leave a fragment that the next append glued onto, after
   which every command failed with a bare JSONDecodeError."""
-  path = tmp_path / search.JOURNAL_NAME
+  path = tmp_path / storage_lib.JOURNAL_NAME
   _journal_with_trials(path, 3)
   os.truncate(path, path.stat().st_size - 40)
   lines = []
   storage = search.open_storage(None, tmp_path, quick(), lines.append)
-  (aside,) = tmp_path.glob(f"{search.JOURNAL_NAME}.torn-*")
+  (aside,) = tmp_path.glob(f"{storage_lib.JOURNAL_NAME}.torn-*")
   assert aside.stat().st_size > 0 and any("set aside" in m and str(aside) in m for m in lines)
   st = optuna.load_study(study_name="s", storage=storage)
   st.tell(st.ask(), 9.0)  # appends after the last whole record
@@ -285,13 +291,15 @@ def test_a_torn_journal_record_is_set_aside_and_the_study_goes_on(tmp_path):
 
 
 def test_a_record_broken_mid_journal_stops_with_the_recovery_command(tmp_path):
-  path = tmp_path / search.JOURNAL_NAME
+  path = tmp_path / storage_lib.JOURNAL_NAME
   _journal_with_trials(path, 2)
   os.truncate(path, path.stat().st_size - 40)
   # What happened before the fix: the next writer glued its record onto the fragment.
   with open(path, "ab") as f:
     f.write(b'{"op_code":0,"worker_id":"w","study_name":"t","directions":[1]}\n')
-  with pytest.raises(search.journal.JournalError, match=r"line \d+ is not a valid record") as e:
+  with pytest.raises(
+    storage_lib.journal.JournalError, match=r"line \d+ is not a valid record"
+  ) as e:
     search.open_storage(None, tmp_path, quick(), print)
   assert "head -n" in str(e.value) and str(path) in str(e.value)
 
@@ -321,7 +329,7 @@ def test_leaderboard_says_which_trials_diverged():
 def test_a_running_worker_never_appends_after_a_torn_record(tmp_path):
   """A worker already running when another dies mid-write: its next append sets the fragment
   aside first instead of gluing its record onto it."""
-  path = tmp_path / search.JOURNAL_NAME
+  path = tmp_path / storage_lib.JOURNAL_NAME
   lines = []
   storage = search.open_storage(None, tmp_path, quick(), lines.append)
   st = optuna.create_study(study_name="s", storage=storage)
@@ -335,3 +343,44 @@ def test_a_running_worker_never_appends_after_a_torn_record(tmp_path):
     study_name="s", storage=search.open_storage(None, tmp_path, quick(), print)
   )
   assert sorted(t.value for t in fresh.trials) == [1.0, 2.0]
+
+
+class PruneOddTrials(optuna.pruners.BasePruner):
+  """Prunes odd-numbered trials at their second epoch: a pruner whose choices are known."""
+
+  def prune(self, study, trial):
+    return trial.number % 2 == 1 and trial.last_step == 2
+
+
+@pytest.mark.slow
+def test_pruned_trials_end_pruned_count_in_the_budget_and_never_win(
+  fer_dir, tmp_path, monkeypatch, no_figures
+):
+  cfg = quick(budget=4, pruner="median", seed=0)
+  cfg.search.space.learning_rate = dict(scale="log", low=1e-3, high=1e-2)  # none diverges
+  cfg.train.max_epochs = 4
+  cfg.train.early_stopping = "none"
+  cfg.search.space.layers.high = 1
+  cfg.search.space.width.low = 16
+  assert isinstance(search.make_pruner(cfg), optuna.pruners.MedianPruner)
+  monkeypatch.setattr(search.strategies, "make_pruner", lambda config: PruneOddTrials())
+  data = data_lib.load(cfg.data, str(fer_dir))
+  st = search.run_worker(cfg, tmp_path, data=data, log=lambda s: None)
+  trials = sorted(st.get_trials(), key=lambda t: t.number)
+  assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED] * 2
+  for t in trials:  # every epoch's val accuracy was reported, up to the pruning
+    assert sorted(t.intermediate_values) == ([1, 2] if t.number % 2 else [1, 2, 3, 4])
+    assert t.user_attrs["stop_reason"] == ("pruned" if t.number % 2 else "max_epochs")
+  assert st.best_trial.number in (0, 2)
+  rows = search.leaderboard(st)
+  assert [r["rank"] for r in rows] == [1, 2, None, None]
+  assert [r["status"] for r in rows[2:]] == ["pruned at epoch 2"] * 2
+  assert search.trials_per_hour(trials) > 0
+
+
+@pytest.mark.parametrize("kind", search.PRUNERS)
+def test_every_pruner_name_builds_and_a_wrong_one_is_refused(kind):
+  cfg = quick(pruner=kind)
+  assert isinstance(search.make_pruner(cfg), optuna.pruners.BasePruner)
+  with pytest.raises(search.SearchError, match="search.pruner must be one of"):
+    search.make_pruner(quick(pruner="asha"))

@@ -475,3 +475,31 @@ def test_a_runaway_but_finite_loss_is_diverged():
   assert new.stop_reason == ["diverged"]
   with pytest.raises(ValueError, match="diverge"):
     train.Stopping(diverge=0.0).validate()
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_members_named_by_on_epoch_stop_there_as_pruned_and_the_rest_go_on(vectorize):
+  x, y = blobs(40)
+  spec = train.Spec(net=mlp(), batch_size=4)
+  hyper = train.stack(
+    [train.make_hyper(learning_rate=0.01, layers=layer_hyper(spec.net)) for _ in range(3)]
+  )
+  asked = []
+
+  def on_epoch(epoch, members, metrics):
+    asked.append((epoch, [int(m) for m in members]))
+    return [1] if epoch == 2 else None  # the pruner stops member 1 after its second epoch
+
+  keys = jax.random.split(jax.random.key(0), 3)
+  res = train.fit(
+    spec, hyper, keys, (x, y, x, y), max_epochs=4, vectorize=vectorize, on_epoch=on_epoch
+  )
+  assert res.stop_reason == ["max_epochs", "pruned", "max_epochs"]
+  assert res.epochs.tolist() == [4, 2, 4]
+  assert len(res.history[1]["val_acc"]) == 2
+  # Member 1 is never asked again after it was pruned.
+  assert all(1 not in members for epoch, members in asked if epoch > 2)
+  # Pruning one member does not change the others' numbers (vmapped or not).
+  plain = train.fit(spec, hyper, keys, (x, y, x, y), max_epochs=4, vectorize=vectorize)
+  for i in (0, 2):
+    np.testing.assert_allclose(res.history[i]["val_loss"], plain.history[i]["val_loss"])

@@ -211,3 +211,11 @@ def test_a_model_trained_on_a_class_subset_evaluates_on_that_subset(finished, fe
   x, y = inference.split_data(lm, "PublicTest", str(fer_dir))
   assert len(lm.class_names) == 6 and set(np.unique(y)) <= set(range(6))
   assert len(x) == len(y) > 0
+
+
+def test_the_transfer_config_adds_the_class_its_variant_names():
+  for arg, new in ((None, "Surprise"), ("disgust", "Disgust"), ("quick", "Surprise")):
+    c = fer2013_transfer.get_config(arg)
+    assert c.transfer.new_class == new and c.report.title == f"FER2013: adding {new}"
+  with pytest.raises(ValueError, match="unknown variant"):
+    fer2013_transfer.get_config("anger")

@@ -5,17 +5,26 @@ the form every study trains on.
 """
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import numpy as np
 
 from mlp.data import preprocess
 from mlp.data.common import DataError, ImageData
 
-__all__ = ["DataError", "Dataset", "ImageData", "load", "load_images", "NAMES", "IMAGE_NAMES"]
-
-NAMES = ("har", "cifar10", "fer2013")
-IMAGE_NAMES = ("cifar10", "fer2013")
+__all__ = [
+  "DATASETS",
+  "DataError",
+  "Dataset",
+  "Entry",
+  "IMAGE_NAMES",
+  "ImageData",
+  "NAMES",
+  "entry",
+  "load",
+  "load_images",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,69 +174,98 @@ def load(cfg: Mapping, data_dir: str | None = None) -> Dataset:
   ``data_dir`` (a ``--data_dir`` flag) overrides ``cfg["data_dir"]``; when both are empty the
   loaders fall back to ``$MLP_DATA_DIR``, then the cache, then a download.
   """
-  name = cfg["name"]
-  data_dir = data_dir or cfg.get("data_dir") or None
-  if name == "har":
-    from mlp.data import har
+  return entry(cfg["name"]).load(cfg, data_dir or cfg.get("data_dir") or None)
 
-    norm = str(with_added_fields(cfg)["subject_norm"])
-    har.check_subject_norm(norm, "config field data.subject_norm")
-    d = har.load(
-      data_dir,
-      val_subjects=int(cfg["val_subjects"]),
-      seed=int(cfg["split_seed"]),
-      subject_norm=norm,
-      cv_folds=int(cfg.get("cv_folds", 0) or 0),
-      cv_fold=int(cfg.get("cv_fold", 0)),
-      cv_seed=int(cfg.get("cv_seed", 0)),
+
+def _load_har(cfg: Mapping, data_dir: str | None) -> Dataset:
+  from mlp.data import har
+
+  norm = str(with_added_fields(cfg)["subject_norm"])
+  har.check_subject_norm(norm, "config field data.subject_norm")
+  d = har.load(
+    data_dir,
+    val_subjects=int(cfg["val_subjects"]),
+    seed=int(cfg["split_seed"]),
+    subject_norm=norm,
+    cv_folds=int(cfg.get("cv_folds", 0) or 0),
+    cv_fold=int(cfg.get("cv_fold", 0)),
+    cv_seed=int(cfg.get("cv_seed", 0)),
+  )
+  tests = {"fold" if d.test_source == "fold" else "test": (d.x_test, d.y_test)}
+  names, keep = class_subset(tuple(d.class_names), cfg.get("classes", ()))
+  f32 = lambda x, y: _only(keep, x.astype(np.float32), y)  # noqa: E731
+  (x_tr, y_tr), (x_va, y_va) = f32(d.x_train, d.y_train), f32(d.x_val, d.y_val)
+  return Dataset(
+    name="har",
+    x_train=x_tr,
+    y_train=y_tr,
+    x_val=x_va,
+    y_val=y_va,
+    tests={k: f32(x, y) for k, (x, y) in tests.items()},
+    class_names=names,
+    input_shape=(d.x_train.shape[1],),
+    preprocess=preprocess.fit(d.x_train[:1], "raw"),
+    notes=(d.split_note + _classes_note(cfg),),
+  )
+
+
+def _load_image_set(cfg: Mapping, data_dir: str | None) -> Dataset:
+  name = cfg["name"]
+  d = load_images(cfg, data_dir)  # classes and folds chosen before preprocessing is fitted
+  flip = bool(cfg.get("flip_train", False))
+  if flip:  # add the horizontal mirror image of every training image
+    d = dataclasses.replace(
+      d,
+      x_train=np.concatenate([d.x_train, d.x_train[:, :, ::-1]]),
+      y_train=np.concatenate([d.y_train, d.y_train]),
     )
-    tests = {"fold" if d.test_source == "fold" else "test": (d.x_test, d.y_test)}
-    names, keep = class_subset(tuple(d.class_names), cfg.get("classes", ()))
-    f32 = lambda x, y: _only(keep, x.astype(np.float32), y)  # noqa: E731
-    (x_tr, y_tr), (x_va, y_va) = f32(d.x_train, d.y_train), f32(d.x_val, d.y_val)
-    return Dataset(
-      name="har",
-      x_train=x_tr,
-      y_train=y_tr,
-      x_val=x_va,
-      y_val=y_va,
-      tests={k: f32(x, y) for k, (x, y) in tests.items()},
-      class_names=names,
-      input_shape=(d.x_train.shape[1],),
-      preprocess=preprocess.fit(d.x_train[:1], "raw"),
-      notes=(d.split_note + _classes_note(cfg),),
-    )
-  if name in IMAGE_NAMES:
-    d = load_images(cfg, data_dir)  # classes and folds chosen before preprocessing is fitted
-    flip = bool(cfg.get("flip_train", False))
-    if flip:  # add the horizontal mirror image of every training image
-      d = dataclasses.replace(
-        d,
-        x_train=np.concatenate([d.x_train, d.x_train[:, :, ::-1]]),
-        y_train=np.concatenate([d.y_train, d.y_train]),
-      )
-    kind = cfg["preprocess"]
-    stats = preprocess.fit(d.x_train, kind)
-    prep = lambda x: preprocess.apply(x, stats, kind)  # noqa: E731
-    return Dataset(
-      name=name,
-      x_train=prep(d.x_train),
-      y_train=d.y_train.astype(np.int32),
-      x_val=prep(d.x_val),
-      y_val=d.y_val.astype(np.int32),
-      tests={k: (prep(x), y.astype(np.int32)) for k, (x, y) in d.tests.items()},
-      class_names=tuple(d.class_names),
-      input_shape=tuple(d.x_train.shape[1:]),
-      preprocess=stats,
-      notes=(
-        f"{name}: {len(d.y_train)} train"
-        + (" (with mirror images)" if flip else "")
-        + f" / {len(d.y_val)} val (stratified, "
-        f"{cfg['val_fraction']:.0%} of the training split) / "
-        + ", ".join(f"{k} {len(y)}" for k, (_, y) in d.tests.items())
-        + f"; preprocessing {kind!r} fitted on train"
-        + _cv_note(cfg)
-        + _classes_note(cfg),
-      ),
-    )
-  raise DataError(f"unknown data set {name!r}; expected one of {NAMES} (config field data.name)")
+  kind = cfg["preprocess"]
+  stats = preprocess.fit(d.x_train, kind)
+  prep = lambda x: preprocess.apply(x, stats, kind)  # noqa: E731
+  return Dataset(
+    name=name,
+    x_train=prep(d.x_train),
+    y_train=d.y_train.astype(np.int32),
+    x_val=prep(d.x_val),
+    y_val=d.y_val.astype(np.int32),
+    tests={k: (prep(x), y.astype(np.int32)) for k, (x, y) in d.tests.items()},
+    class_names=tuple(d.class_names),
+    input_shape=tuple(d.x_train.shape[1:]),
+    preprocess=stats,
+    notes=(
+      f"{name}: {len(d.y_train)} train"
+      + (" (with mirror images)" if flip else "")
+      + f" / {len(d.y_val)} val (stratified, "
+      f"{cfg['val_fraction']:.0%} of the training split) / "
+      + ", ".join(f"{k} {len(y)}" for k, (_, y) in d.tests.items())
+      + f"; preprocessing {kind!r} fitted on train"
+      + _cv_note(cfg)
+      + _classes_note(cfg),
+    ),
+  )
+
+
+class Entry(NamedTuple):
+  """A data set of the registry: its loader, test splits, and whether its inputs are images."""
+
+  name: str
+  load: Callable[[Mapping, str | None], Dataset]
+  test_splits: tuple[str, ...]
+  image: bool
+
+
+# The data sets a config's ``data.name`` can name: what load, inference and evaluate read.
+DATASETS = {
+  "har": Entry("har", _load_har, ("test",), image=False),
+  "cifar10": Entry("cifar10", _load_image_set, ("test",), image=True),
+  "fer2013": Entry("fer2013", _load_image_set, ("PublicTest", "PrivateTest"), image=True),
+}
+NAMES = tuple(DATASETS)
+IMAGE_NAMES = tuple(k for k, e in DATASETS.items() if e.image)
+
+
+def entry(name: str) -> Entry:
+  """The registry entry of data set ``name``."""
+  if name not in DATASETS:
+    raise DataError(f"unknown data set {name!r}; expected one of {NAMES} (config field data.name)")
+  return DATASETS[name]

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlp import fileio
+
 DATA_DIR_ENV = "MLP_DATA_DIR"
 CACHE_DIR_ENV = "MLP_CACHE_DIR"
 POINTER_HINT = (
@@ -82,15 +84,6 @@ def missing_error(what: str, path: Path, origin: str, extra: str = "") -> DataEr
 # Checksums and fingerprints
 
 
-def file_digest(path: Path, algorithm: str = "sha256") -> str:
-  """Hex digest of a file with a hashlib algorithm, read in chunks."""
-  h = hashlib.new(algorithm)
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
-
-
 def git_blob_sha1(path: Path) -> str:
   """The git blob id of a file: sha1(b"blob <size>\\0" + content)."""
   h = hashlib.sha1()
@@ -103,7 +96,7 @@ def git_blob_sha1(path: Path) -> str:
 
 def verify_checksum(path: Path, expected: str, algorithm: str) -> None:
   """Raise DataError naming ``path`` if its checksum (hashlib name or "git-blob") differs."""
-  got = git_blob_sha1(path) if algorithm == "git-blob" else file_digest(path, algorithm)
+  got = git_blob_sha1(path) if algorithm == "git-blob" else fileio.file_digest(path, algorithm)
   if got != expected.lower():
     raise DataError(
       f"checksum mismatch for {path}: {algorithm} is {got}, expected {expected}. The file is "
@@ -121,7 +114,7 @@ def differing_files(root: Path, expected: Mapping[str, tuple[str, str]]) -> list
   for rel, (algorithm, digest) in expected.items():
     path = Path(root) / rel
     if path.is_file():
-      got = git_blob_sha1(path) if algorithm == "git-blob" else file_digest(path, algorithm)
+      got = git_blob_sha1(path) if algorithm == "git-blob" else fileio.file_digest(path, algorithm)
       if got != digest.lower():
         out.append(rel)
   return out

@@ -1,0 +1,322 @@
+"""A study's runs as trials of an Optuna study, in the storage a search uses: shared by machines.
+
+Every run (grid x extra runs x seeds) is one trial with a ``run`` user attribute. Whoever starts
+the study enqueues a WAITING trial for each run without a COMPLETE or active one, most expensive
+first; workers (processes on any machine, each with its own workdir) claim WAITING trials in
+number order, with Optuna's own WAITING -> RUNNING transition (one winner), train them with
+:mod:`mlp.runner`, and tell the result: the value is the validation accuracy, the ``result`` user
+attribute the whole result (metrics, per-epoch curves, confusion matrices). Models, reports and
+TensorBoard events stay in the training machine's workdir.
+
+Each run is trained once: a claimed trial is dropped (FAIL, ``fail_reason=duplicate``) when its run
+already has a COMPLETE trial or a lower-numbered WAITING or RUNNING one, and two trials of one run
+are only ever both enqueued by a race, which this rule settles the same way for every worker.
+A worker that dies (kill -9, a lost machine) leaves a RUNNING trial that :func:`storage.fail_stale`
+marks FAIL (``stale``); workers then enqueue its run again. A run that failed with an error is not
+retried by the same command (the error would repeat): running the command again retries it.
+"""
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from mlp import fileio, runner, sweep
+from mlp.data import Dataset
+from mlp.search import storage as storage_lib
+
+Log = Callable[[str], None]
+HEARTBEAT_S = 5.0  # seconds between heartbeats of a worker's in-flight runs
+GRACE_S = 60.0  # a RUNNING run without heartbeat for this long is another machine's dead worker
+POLL_S = 1.0  # wait between looks while other workers train the last runs
+NOT_RETRIED = ("error", "interrupted")  # fail reasons a worker leaves for the next command
+
+
+class EngineError(RuntimeError):
+  """Runs failed, or the stored study disagrees with the config."""
+
+
+def open_study(
+  config: ml_collections.ConfigDict,
+  workdir: Path,
+  *,
+  storage: str | None = None,
+  name: str | None = None,
+  log: Log = print,
+) -> optuna.Study:
+  """Create or load the study of ``config`` (name: ``name`` or ``config.name``)."""
+  optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "Using an existing study"
+  st_storage = storage_lib.open_storage(
+    storage, workdir, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, log=log
+  )
+  return optuna.create_study(
+    study_name=name or str(config.get("name", "study")),
+    storage=st_storage,
+    direction="maximize",
+    load_if_exists=True,
+  )
+
+
+def by_run(trials: list[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
+  """Trials grouped by their run id, in number order."""
+  out: dict[str, list[FrozenTrial]] = {}
+  for t in sorted(trials, key=lambda t: t.number):
+    if "run" in t.user_attrs:
+      out.setdefault(str(t.user_attrs["run"]), []).append(t)
+  return out
+
+
+def complete(trials: list[FrozenTrial]) -> FrozenTrial | None:
+  """The run's result trial: its lowest-numbered COMPLETE one."""
+  return next((t for t in trials if t.state == TrialState.COMPLETE), None)
+
+
+def to_enqueue(runs: list[sweep.Run], trials: list[FrozenTrial], *, retry_errors: bool) -> list:
+  """Runs with no COMPLETE and no WAITING or RUNNING trial; with ``retry_errors`` False, also
+  not those whose last trial failed with an error or was interrupted (a pure function)."""
+  grouped = by_run(trials)
+  out = []
+  for run in runs:
+    ts = grouped.get(run.id, [])
+    if any(t.state in (TrialState.COMPLETE, *storage_lib.ACTIVE) for t in ts):
+      continue
+    failed = [t for t in ts if t.user_attrs.get("fail_reason") != "duplicate"]
+    if not retry_errors and failed and failed[-1].user_attrs.get("fail_reason") in NOT_RETRIED:
+      continue
+    out.append(run)
+  return out
+
+
+def is_duplicate(trial: FrozenTrial, trials: list[FrozenTrial]) -> bool:
+  """Whether a claimed trial must be dropped: its run has a COMPLETE trial, or a lower-numbered
+  WAITING or RUNNING one (a pure function; see the module docstring)."""
+  run = trial.user_attrs.get("run")
+  for t in trials:
+    if t.number == trial.number or t.user_attrs.get("run") != run:
+      continue
+    if t.state == TrialState.COMPLETE or (
+      t.state in storage_lib.ACTIVE and t.number < trial.number
+    ):
+      return True
+  return False
+
+
+def enqueue(st: optuna.Study, runs: list[sweep.Run]) -> None:
+  for run in runs:
+    st.enqueue_trial({}, user_attrs={"run": run.id}, skip_if_exists=False)
+
+
+def check_config(st: optuna.Study, runs: list[sweep.Run]) -> None:
+  """Refuse a config whose runs were finished in this study with different settings."""
+  grouped = by_run(st.get_trials(deepcopy=False))
+  for run in runs:
+    t = complete(grouped.get(run.id, []))
+    if t is not None and not runner.same_config(t.user_attrs.get("result", {}), run):
+      raise EngineError(
+        f"run {run.id} of study {st.study_name!r} was trained with a different config than the "
+        "current one; finished runs are never overwritten: use a new --workdir (or a new --study "
+        "name on a shared --storage)"
+      )
+
+
+def results(st: optuna.Study, runs: list[sweep.Run]) -> dict[str, dict]:
+  """{run id: result} of the runs finished in the study."""
+  grouped = by_run(st.get_trials(deepcopy=False))
+  out = {}
+  for run in runs:
+    t = complete(grouped.get(run.id, []))
+    if t is not None:
+      out[run.id] = t.user_attrs["result"]
+  return out
+
+
+def adopt(st: optuna.Study, runs: list[sweep.Run], workdir: Path, log: Log) -> int:
+  """Add to the study the runs finished in ``workdir`` (result.json) that it lacks: workdirs
+  written before studies lived in storage, or a worker killed between saving and telling."""
+  grouped = by_run(st.get_trials(deepcopy=False))
+  n = 0
+  for run in runs:
+    if complete(grouped.get(run.id, [])) is not None:
+      continue
+    path = runner.run_dir(workdir, run) / "result.json"
+    if not path.exists():
+      continue
+    result = json.loads(path.read_text())
+    if not runner.same_config(result, run):
+      raise EngineError(
+        f"{path} was trained with a different config than the current one for run {run.id}; "
+        "finished runs are never overwritten: use a new --workdir, or delete that run's folder"
+      )
+    st.add_trial(
+      optuna.trial.create_trial(
+        value=_value(result),
+        distributions={},
+        params={},
+        user_attrs={"run": run.id, "result": result, "adopted": str(path)},
+      )
+    )
+    n += 1
+  if n:
+    log(f"{n} run(s) finished in {workdir} added to study {st.study_name!r}")
+  return n
+
+
+def _value(result: dict) -> float:
+  val = result.get("val") or {}
+  return float(val["topk"][0]) if val else 0.0  # diverged: the worst accuracy, still a result
+
+
+def work(
+  st: optuna.Study,
+  runs: list[sweep.Run],
+  data: Dataset,
+  workdir: Path,
+  *,
+  vectorize: bool,
+  log: Log,
+) -> int:
+  """Claim and train the study's runs until each is COMPLETE or failed with an error; returns
+  how many this worker trained. Waits while other workers train the last runs."""
+  workdir = Path(workdir)
+  index = {r.id: i for i, r in enumerate(runs)}
+  group_of = {
+    r.id: k
+    for k, g in enumerate(sweep.group_by_shape(runs, data.input_shape, data.num_classes))
+    for r in g.runs
+  }
+  hb = storage_lib.Heartbeat(st, HEARTBEAT_S)
+  trained = 0
+  try:
+    while True:
+      storage_lib.fail_stale(st, GRACE_S, log)
+      trials = st.get_trials(deepcopy=False)
+      grouped = by_run(trials)
+      if all(complete(grouped.get(r.id, [])) is not None for r in runs):
+        return trained
+      retry = to_enqueue(runs, trials, retry_errors=False)
+      if retry:
+        retried = [r.id for r in retry if grouped.get(r.id)]
+        if retried:
+          log(f"retrying {', '.join(retried)} (its worker died)")
+        enqueue(st, retry)
+        continue
+      if not any(
+        t.state in storage_lib.ACTIVE and t.user_attrs.get("run") in index for t in trials
+      ):
+        return trained  # the rest failed with errors: the caller reports them
+      claimed = _claim(st, trials, index, group_of, vectorize, hb)
+      if not claimed:
+        time.sleep(POLL_S)
+        continue
+      trained += _train(st, claimed, runs, index, data, workdir, vectorize, hb, log)
+  finally:
+    hb.close()
+
+
+def _claim(st, trials, index, group_of, vectorize: bool, hb) -> list[tuple[int, str]]:
+  """Claim WAITING trials in number order: one run, or (vectorize) one shape group's runs."""
+  storage = storage_lib.storage_of(st)
+  waiting = sorted(
+    (t for t in trials if t.state == TrialState.WAITING and t.user_attrs.get("run") in index),
+    key=lambda t: t.number,
+  )
+  claimed: list[tuple[int, str]] = []
+  for t in waiting:
+    run_id = str(t.user_attrs["run"])
+    if claimed and (not vectorize or group_of[run_id] != group_of[claimed[0][1]]):
+      continue
+    tid = storage_lib.trial_id(t)
+    if not storage.set_trial_state_values(tid, state=TrialState.RUNNING):
+      continue  # another worker was first
+    storage.set_trial_user_attr(tid, "worker", storage_lib.worker_id())
+    hb.beat(tid)
+    hb.add(tid)
+    if is_duplicate(storage.get_trial(tid), st.get_trials(deepcopy=False)):
+      storage_lib.fail(st, tid, "duplicate")
+      hb.remove(tid)
+      continue
+    claimed.append((tid, run_id))
+    if not vectorize:
+      break
+  return claimed
+
+
+def _train(st, claimed, runs, index, data, workdir: Path, vectorize, hb, log) -> int:
+  storage = storage_lib.storage_of(st)
+  pending = dict(claimed)  # trial id -> run id
+  tid_of = {run_id: tid for tid, run_id in claimed}
+  todo = []
+  for tid, run_id in claimed:
+    run = runs[index[run_id]]
+    rdir = runner.run_dir(workdir, run)
+    storage.set_trial_user_attr(tid, "run_dir", str(rdir))
+    saved = rdir / "result.json"
+    if saved.exists() and runner.same_config(json.loads(saved.read_text()), run):
+      _tell(st, tid, json.loads(saved.read_text()), log)  # trained here, killed before telling
+      pending.pop(tid)
+      hb.remove(tid)
+    else:
+      todo.append(run)
+
+  def tell(result: dict) -> None:  # as soon as each run is saved, not after its whole group
+    tid = tid_of[result["run"]]
+    _tell(st, tid, result, log)
+    pending.pop(tid, None)
+    hb.remove(tid)
+
+  try:
+    for group in sweep.group_by_shape(todo, data.input_shape, data.num_classes):
+      runner.train_group(
+        group,
+        data,
+        workdir,
+        vectorize=vectorize,
+        log=log,
+        done=index[group.runs[0].id],  # the progress prefix: its place in the study's runs
+        total=len(runs),
+        on_result=tell,
+      )
+  except BaseException as e:
+    reason = "interrupted" if isinstance(e, KeyboardInterrupt) else "error"
+    for tid in pending:
+      storage_lib.fail(st, tid, reason)
+      hb.remove(tid)
+    raise
+  return len(todo)
+
+
+def _tell(st: optuna.Study, tid: int, result: dict, log: Log) -> None:
+  storage = storage_lib.storage_of(st)
+  result = fileio.to_jsonable(result)
+  try:
+    storage.set_trial_user_attr(tid, "result", result)
+    storage.set_trial_state_values(tid, state=TrialState.COMPLETE, values=[_value(result)])
+  except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError) as e:
+    log(f"run {result['run']}: its trial was already ended elsewhere (stale?): {e}")
+
+
+def failures(st: optuna.Study, runs: list[sweep.Run]) -> dict[str, str]:
+  """{run id: fail reason} of the runs without a result whose last trial failed."""
+  grouped = by_run(st.get_trials(deepcopy=False))
+  out = {}
+  for run in runs:
+    ts = [t for t in grouped.get(run.id, []) if t.user_attrs.get("fail_reason") != "duplicate"]
+    if ts and complete(ts) is None and ts[-1].state == TrialState.FAIL:
+      out[run.id] = str(ts[-1].user_attrs.get("fail_reason", "failed"))
+  return out
+
+
+def dataset_info(st: optuna.Study) -> dict[str, Any] | None:
+  return st.user_attrs.get("dataset")
+
+
+def save_dataset_info(st: optuna.Study, data: Dataset) -> None:
+  """What ``--report_only`` needs of the data set on a machine that does not have it."""
+  info = {"name": data.name, "class_names": list(data.class_names), "notes": list(data.notes)}
+  if st.user_attrs.get("dataset") != info:
+    st.set_user_attr("dataset", info)

@@ -1,0 +1,227 @@
+"""Optuna storage shared by studies and searches: opening it, heartbeats, dead workers.
+
+Storage: a journal file (default ``<workdir>/study.journal``; no server, a shared file system
+also works) or any SQLAlchemy URL (``postgresql://...``) for many machines.
+
+Dead workers: every in-flight trial has a heartbeat (Optuna's native one on RDB storage, a
+``heartbeat`` user attribute on the journal). A RUNNING trial whose heartbeat is older than the
+grace period, or whose worker process on this host is gone, is marked FAIL (``fail_reason`` =
+``stale``) by the next worker that looks: it is never counted as a result.
+
+Optuna's storage methods (``BaseStorage``) are public; what is not (a study's storage and id, a
+trial's id) is reached only through :func:`storage_of`, :func:`study_id` and :func:`trial_id`.
+"""
+
+import os
+import random
+import shutil
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from mlp.search import journal
+
+Log = Callable[[str], None]
+JOURNAL_NAME = "study.journal"
+ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
+
+
+class StorageError(ValueError):
+  """The storage URL is malformed or the storage cannot be reached."""
+
+
+# ------------------------------------------------------------- the adapter to Optuna's internals
+
+
+def storage_of(st: optuna.Study) -> optuna.storages.BaseStorage:
+  return st._storage
+
+
+def study_id(st: optuna.Study) -> int:
+  return st._study_id
+
+
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+  return trial._trial_id
+
+
+def suggest(trial: optuna.Trial, name: str, dist: optuna.distributions.BaseDistribution):
+  """A value from any distribution object (Trial's public suggest_* take its fields apart)."""
+  return trial._suggest(name, dist)
+
+
+# ---------------------------------------------------------------------------------- storage
+
+
+def open_storage(
+  url: str | None,
+  workdir: Path,
+  *,
+  heartbeat_interval: float,
+  grace_period: float,
+  log: Log,
+) -> optuna.storages.BaseStorage:
+  """Journal file (default ``<workdir>/study.journal``, or a path) or an RDB URL with heartbeat."""
+  if url and "://" in url:
+    return _open_rdb(url, int(heartbeat_interval), int(grace_period), log)
+  path = Path(url) if url else Path(workdir) / JOURNAL_NAME
+  path.parent.mkdir(parents=True, exist_ok=True)
+  journal.repair(path, log)  # a torn last record would corrupt the next append
+  # Optuna's file backend with its open-file lock (works on NFS too, unlike symlinks on some
+  # servers); each append first sets aside a record torn since (mlp.search.journal).
+  return optuna.storages.JournalStorage(journal.backend(path, log))
+
+
+def _open_rdb(url: str, interval: int, grace: int, log: Log) -> optuna.storages.RDBStorage:
+  import sqlalchemy.exc
+
+  def stale(st: optuna.Study, trial: FrozenTrial) -> None:
+    log(f"trial {trial.number} failed: its worker stopped sending heartbeats")
+
+  # Workers that start together on a fresh database race to create Optuna's tables and enum
+  # types; the loser gets a unique-key violation. The tables exist by then: just try again.
+  for attempt in range(6):
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+          url,
+          engine_kwargs={"pool_pre_ping": True},
+          heartbeat_interval=interval,
+          grace_period=grace,
+          heartbeat_stale_trial_callback=stale,
+        )
+    except sqlalchemy.exc.IntegrityError as e:
+      if attempt == 5:
+        raise
+      log(f"another worker is creating the study tables ({type(e.orig).__name__}); retrying")
+      time.sleep(0.5 * (attempt + 1) + random.random())
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, ImportError) as e:
+      first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+      raise StorageError(
+        f"cannot open the storage {_hide_password(url)}: {first}; check the URL "
+        "(postgresql://user:password@host:port/database) and that the server is reachable, or "
+        "leave --storage out to use a journal file in the workdir"
+      ) from None
+  raise AssertionError("unreachable")
+
+
+def _hide_password(url: str) -> str:
+  head, sep, tail = url.partition("@")
+  if not sep or ":" not in head.split("://", 1)[-1]:
+    return url
+  scheme, _, user = head.rpartition("://")
+  return f"{scheme}://{user.split(':')[0]}:***@{tail}"
+
+
+def is_rdb(storage: optuna.storages.BaseStorage) -> bool:
+  inner = getattr(storage, "_backend", storage)
+  return isinstance(inner, optuna.storages.RDBStorage)
+
+
+def worker_id() -> str:
+  return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def fail(st: optuna.Study, tid: int, reason: str) -> bool:
+  """Set a trial FAIL with a reason; False if it was already finished by someone else."""
+  try:
+    storage_of(st).set_trial_user_attr(tid, "fail_reason", reason)
+    return bool(storage_of(st).set_trial_state_values(tid, state=TrialState.FAIL))
+  except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError):
+    return False
+
+
+def fail_stale(st: optuna.Study, grace_period: float, log: Log) -> list[int]:
+  """Mark FAIL the RUNNING trials of dead workers; returns their numbers.
+
+  Dead = its worker process on this host is gone, or no heartbeat for ``grace_period`` seconds
+  (RDB: Optuna's heartbeat table; journal: the ``heartbeat`` user attribute). The half-written
+  run folder of a dead worker on this host is removed.
+  """
+  host = socket.gethostname()
+  now = time.time()
+  rdb = is_rdb(storage_of(st))
+  failed = []
+  for t in st.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    worker = str(t.user_attrs.get("worker", ""))
+    w_host, _, pid = worker.rpartition(":")
+    reason = None
+    if w_host == host and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+      reason = f"worker {worker} is gone"
+    elif not rdb:
+      beat = t.user_attrs.get("heartbeat")
+      if beat is None and t.datetime_start is not None:
+        beat = t.datetime_start.timestamp()
+      if beat is not None and now - float(beat) > grace_period:
+        reason = f"no heartbeat from {worker or 'its worker'} for {now - float(beat):.0f}s"
+    if reason and fail(st, trial_id(t), "stale"):
+      log(f"trial {t.number} marked FAIL: {reason}")
+      failed.append(t.number)
+      run_dir = Path(str(t.user_attrs.get("run_dir", "")))
+      if w_host == host and run_dir.name and not (run_dir / "result.json").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)  # its dead worker's half-written run folder
+  if rdb:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+      optuna.storages.fail_stale_trials(st)
+  return failed
+
+
+class Heartbeat:
+  """A thread that beats for the worker's in-flight trials every ``interval`` seconds."""
+
+  def __init__(self, st: optuna.Study, interval: float):
+    self._storage, self._interval = storage_of(st), interval
+    inner = getattr(self._storage, "_backend", self._storage)
+    self._rdb = inner if isinstance(inner, optuna.storages.RDBStorage) else None
+    self._ids: set[int] = set()
+    self._lock = threading.Lock()
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._loop, daemon=True)
+    self._thread.start()
+
+  def beat(self, tid: int) -> None:
+    if self._rdb is not None:
+      self._rdb.record_heartbeat(tid)  # Optuna's heartbeat table (database clock)
+    else:
+      self._storage.set_trial_user_attr(tid, "heartbeat", time.time())
+
+  def add(self, tid: int) -> None:
+    """Keep beating for this trial (its first beat is sent when it is claimed)."""
+    with self._lock:
+      self._ids.add(tid)
+
+  def remove(self, tid: int) -> None:
+    with self._lock:
+      self._ids.discard(tid)
+
+  def _loop(self) -> None:
+    while not self._stop.wait(self._interval):
+      with self._lock:
+        ids = list(self._ids)
+      for tid in ids:
+        try:
+          self.beat(tid)
+        except Exception:  # noqa: BLE001 (a missed beat is retried; the trial may have ended)
+          pass
+
+  def close(self) -> None:
+    self._stop.set()
+    self._thread.join()

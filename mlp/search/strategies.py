@@ -1,0 +1,103 @@
+"""Search strategies: Optuna's samplers (random, TPE), the sequential plan (one hyperparameter
+at a time, derived from the stored trials alone) and the pruners."""
+
+import warnings
+from typing import Any, NamedTuple
+
+import ml_collections
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from mlp.search.space import Param, SearchError, base_params, grid
+
+STRATEGIES = ("random", "sequential", "tpe")
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
+
+
+def make_sampler(config: ml_collections.ConfigDict) -> optuna.samplers.BaseSampler:
+  s = config.search
+  if s.strategy not in STRATEGIES:
+    raise SearchError(f"search.strategy must be one of {STRATEGIES}, got {s.strategy!r}")
+  if s.strategy == "tpe":
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+      return optuna.samplers.TPESampler(
+        seed=s.seed,
+        n_startup_trials=int(s.tpe_startup),
+        multivariate=True,
+        group=True,  # the widths of absent layers are a conditional sub-space
+        constant_liar=True,  # running trials of other workers steer new samples away
+      )
+  return optuna.samplers.RandomSampler(seed=s.seed)
+
+
+def make_pruner(config: ml_collections.ConfigDict) -> optuna.pruners.BasePruner:
+  """``search.pruner``: none | median | successive_halving | hyperband, on epochs of val accuracy.
+
+  Hyperband's resource is the epoch, from ``search.pruner_min_epochs`` to ``train.max_epochs``
+  with reduction factor ``search.pruner_reduction``; the median rule waits for
+  ``search.pruner_startup`` finished trials and ``search.pruner_min_epochs`` epochs.
+  """
+  s = config.search
+  kind = str(s.get("pruner", "none"))
+  if kind not in PRUNERS:
+    raise SearchError(f"search.pruner must be one of {PRUNERS}, got {kind!r}")
+  low = int(s.get("pruner_min_epochs", 1))
+  eta = int(s.get("pruner_reduction", 3))
+  if kind == "median":
+    return optuna.pruners.MedianPruner(
+      n_startup_trials=int(s.get("pruner_startup", 5)), n_warmup_steps=low
+    )
+  if kind == "successive_halving":
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=low, reduction_factor=eta)
+  if kind == "hyperband":
+    return optuna.pruners.HyperbandPruner(
+      min_resource=low, max_resource=int(config.train.max_epochs), reduction_factor=eta
+    )
+  return optuna.pruners.NopPruner()
+
+
+class Stage(NamedTuple):
+  """One step of the sequential search: the parameter varied and the points to try."""
+
+  index: int
+  param: str
+  points: list[dict[str, Any]]
+
+
+def _best(trials: list[FrozenTrial]) -> FrozenTrial | None:
+  done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+  return max(done, key=lambda t: (t.value, -t.number)) if done else None
+
+
+def sequential_stage(
+  config: ml_collections.ConfigDict, space: dict[str, Param], trials: list[FrozenTrial]
+) -> Stage | None:
+  """The first sequential stage not yet complete (None: the plan is done).
+
+  Stage k varies ``order[k]`` over its grid while every other parameter keeps the best value
+  found by stages < k (the base config's values at the start). It is derived from the stored
+  trials alone, so every worker computes the same plan.
+  """
+  order = []
+  for name in config.search.order:
+    if name not in space:
+      raise SearchError(f"search.order names {name!r}, which is not in search.space")
+    order += (
+      [f"width{k}" for k in range(1, space["layers"].high + 1)] if name == "width" else [name]
+    )
+  current = base_params(config, space)
+  for index, name in enumerate(order):
+    mine = [t for t in trials if t.user_attrs.get("stage") == index]
+    if index:
+      best = _best([t for t in trials if (t.user_attrs.get("stage") or 0) < index])
+      if best is not None:
+        current = {**current, **best.params}
+    if name.startswith("width") and int(name[5:]) > current["layers"]:
+      continue  # no such layer in the best net so far
+    p = space["width" if name.startswith("width") else name]
+    points = [{**current, name: v} for v in grid(p, int(config.search.points))]
+    done = {t.user_attrs.get("point") for t in mine if t.state == TrialState.COMPLETE}
+    if len(done) < len(points):
+      return Stage(index, name, points)
+  return None

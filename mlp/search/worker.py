@@ -1,0 +1,339 @@
+"""A search worker: ask, check the budget (mlp.search.rules), train by shape group, tell."""
+
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from mlp import fileio, runner, sweep, tensorboard
+from mlp.data import Dataset
+from mlp.search import rules, strategies
+from mlp.search import storage as storage_lib
+from mlp.search.leaderboard import write_outputs
+from mlp.search.space import SearchError, apply, base_params, space_of, suggest
+from mlp.search.storage import ACTIVE, fail_stale, worker_id
+from mlp.search.strategies import sequential_stage
+
+Log = Callable[[str], None]
+
+
+def open_storage(
+  url: str | None, workdir: Path, config: ml_collections.ConfigDict, log: Log
+) -> optuna.storages.BaseStorage:
+  """The search's storage (mlp.search.storage.open_storage) with the config's heartbeat settings."""
+  return storage_lib.open_storage(
+    url,
+    workdir,
+    heartbeat_interval=float(config.search.heartbeat_interval),
+    grace_period=float(config.search.grace_period),
+    log=log,
+  )
+
+
+def _fingerprint(config: ml_collections.ConfigDict) -> dict:
+  """What must match for trials of a resumed study to be comparable: data, space, strategy."""
+  s = config.search
+  data = {k: v for k, v in config.data.to_dict().items() if k != "data_dir"}  # where, not what
+  return fileio.to_jsonable(
+    {
+      "data": config.data.name,  # all that studies created before "data_config" hold
+      "data_config": data,
+      "strategy": s.strategy,
+      "space": s.space.to_dict(),
+      "order": list(s.order) if s.strategy == "sequential" else None,
+    }
+  )
+
+
+def open_study(
+  config: ml_collections.ConfigDict,
+  name: str,
+  storage: optuna.storages.BaseStorage,
+) -> optuna.Study:
+  """Create or load the study, checking it was created with the same space and strategy."""
+  st = optuna.create_study(
+    study_name=name,
+    storage=storage,
+    direction="maximize",
+    sampler=strategies.make_sampler(config),
+    pruner=strategies.make_pruner(config),
+    load_if_exists=True,
+  )
+  mine = _fingerprint(config)
+  saved = st.user_attrs.get("search")
+  if saved is None:
+    st.set_user_attr("search", mine)
+    st.set_user_attr("config", fileio.to_jsonable(config.to_dict()))
+    return st
+  # A key the saved fingerprint lacks was added after that study was created: not compared.
+  diff = sorted(k for k in mine if k in saved and mine[k] != saved[k])
+  if diff:
+    raise SearchError(
+      f"study {name!r} was created with a different search ({', '.join(diff)} differ); use the "
+      "same config, or a new --study name"
+    )
+  return st
+
+
+class Worker:
+  """One search worker: ask, check the budget, train by shape group, tell; until done."""
+
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    st: optuna.Study,
+    data: Dataset,
+    workdir: Path,
+    *,
+    log: Log = print,
+    max_trials: int | None = None,
+    max_minutes: float | None = None,
+  ):
+    self.deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+    self.config, self.st, self.data, self.workdir, self.log = config, st, data, Path(workdir), log
+    self.space = space_of(config)
+    self.s = config.search
+    self.budget = int(self.s.budget)
+    self.count_failed = bool(self.s.count_failed)
+    self.max_trials = max_trials
+    self.trained = 0
+    self.vectorize = runner.vectorize_of(config)
+
+  def _trials(self) -> list[FrozenTrial]:
+    return self.st.get_trials(deepcopy=False)
+
+  def run(self) -> int:
+    """Work until the study's budget is reached; returns the number of trials this worker told."""
+    hb = self.hb = storage_lib.Heartbeat(self.st, float(self.s.heartbeat_interval))
+    try:
+      while True:
+        fail_stale(self.st, float(self.s.grace_period), self.log)
+        trials = self._trials()
+        finished = sum(rules.finished(t, self.count_failed) for t in trials)
+        if finished >= self.budget:
+          self.log(f"budget reached: {finished}/{self.budget} trials finished")
+          break
+        if self.max_trials is not None and self.trained >= self.max_trials:
+          self.log(f"--max_trials={self.max_trials} reached by this worker")
+          break
+        if self.deadline is not None and time.monotonic() > self.deadline:
+          self.log("--max_minutes reached by this worker; the study can be resumed")
+          break
+        room = self.budget - sum(rules.counted(t, self.count_failed) for t in trials)
+        n = min(int(self.s.ask_batch), room)
+        if self.max_trials is not None:
+          n = min(n, self.max_trials - self.trained)
+        asked = self._ask(n, trials) if n > 0 else []
+        if asked is None:
+          self.log("sequential search: every stage is complete")
+          break
+        kept = self._check(asked)
+        if not kept:
+          time.sleep(float(self.s.poll_seconds))  # other workers hold the rest of the budget
+          continue
+        for trial_id, _ in kept:
+          hb.add(trial_id)
+        self._train(kept)
+    finally:
+      hb.close()
+    return self.trained
+
+  def _ask(self, n: int, trials: list[FrozenTrial]) -> list[optuna.Trial] | None:
+    """Up to n new trials (waiting ones first); None when a sequential plan is finished."""
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    todo: list[dict] = []
+    if self.s.strategy == "sequential":
+      stage = sequential_stage(self.config, self.space, trials)
+      if stage is None and not waiting:
+        return None
+      if stage is not None:
+        taken = {
+          t.user_attrs.get("point")
+          for t in trials
+          if t.user_attrs.get("stage") == stage.index and t.state in (TrialState.COMPLETE, *ACTIVE)
+        }
+        todo = [
+          dict(params=p, user_attrs={"stage": stage.index, "point": j, "varied": stage.param})
+          for j, p in enumerate(stage.points)
+          if j not in taken
+        ]
+      n = min(n, waiting + len(todo))
+    else:
+      todo = [None] * n
+    asked = []
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # "heartbeat is supposed to be used with optimize"
+      for i in range(n):
+        if i >= waiting and todo:
+          item = todo.pop(0)
+          if item is not None:
+            self.st.enqueue_trial(item["params"], user_attrs=item["user_attrs"])
+        trial = self.st.ask()
+        storage_lib.storage_of(self.st).set_trial_user_attr(
+          storage_lib.trial_id(trial), "worker", worker_id()
+        )
+        self.hb.beat(
+          storage_lib.trial_id(trial)
+        )  # from now on a dead worker's trial can be detected
+        asked.append(trial)
+    return asked
+
+  def _check(self, asked: list[optuna.Trial]) -> list[tuple[int, Any]]:
+    """Fail surplus/duplicate trials (decided by trial number) and build runs for the rest."""
+    trials = self._trials()
+    kept = []
+    for trial in asked:
+      number = trial.number
+      dup = rules.duplicate_of(number, trials)
+      if dup is not None:
+        storage_lib.fail(self.st, storage_lib.trial_id(trial), "duplicate")
+        self.log(f"trial {number}: duplicate of trial {dup.number}, dropped")
+        continue
+      if rules.is_surplus(number, trials, self.budget, self.count_failed):
+        storage_lib.fail(self.st, storage_lib.trial_id(trial), "surplus")
+        self.log(f"trial {number}: over the budget of {self.budget} (another worker won), dropped")
+        continue
+      try:
+        params = suggest(trial, self.space)
+        cfg = apply(self.config, params)
+        run = sweep.Run(f"trial{number:05d}", int(self.config.seed), cfg)
+        sweep.hyper_of(cfg, self.data.input_shape, self.data.num_classes)
+      except (ValueError, KeyError) as e:
+        storage_lib.fail(self.st, storage_lib.trial_id(trial), f"invalid: {e}")
+        self.log(f"trial {number}: invalid hyperparameters ({e}), marked FAIL")
+        continue
+      storage_lib.storage_of(self.st).set_trial_user_attr(
+        storage_lib.trial_id(trial), "run_dir", str(runner.run_dir(self.workdir, run))
+      )
+      kept.append((storage_lib.trial_id(trial), (trial, run)))
+    return kept
+
+  def _train(self, kept: list[tuple[int, Any]]) -> None:
+    by_run = {item[1].id: item for _, item in kept}
+    runs = [run for _, (_, run) in kept]
+    groups = sweep.group_by_shape(runs, self.data.input_shape, self.data.num_classes)
+    self.log(
+      f"training {len(runs)} trials in {len(groups)} shape group(s) "
+      f"({'vmapped populations' if self.vectorize else 'member by member'})"
+    )
+    pending = {storage_lib.trial_id(trial): trial for trial, _ in by_run.values()}
+
+    def tell(result: dict) -> None:  # as soon as each trial is saved, not after its whole group
+      trial, _ = by_run[result["run"]]
+      self._tell(trial, result)
+      pending.pop(storage_lib.trial_id(trial), None)
+      self.hb.remove(storage_lib.trial_id(trial))
+
+    try:
+      for group in groups:
+        runner.train_group(
+          group,
+          self.data,
+          self.workdir,
+          vectorize=self.vectorize,
+          log=self.log,
+          done=self.trained,
+          total=self.budget,
+          on_result=tell,
+          prune=self._prune(by_run),
+        )
+    except BaseException:
+      for trial_id in pending:
+        storage_lib.fail(self.st, trial_id, "error")
+        self.hb.remove(trial_id)
+      raise
+
+  def _prune(self, by_run: dict) -> Callable[[sweep.Run, int, dict], bool]:
+    """Report each epoch's val accuracy to its trial; True when the study's pruner stops it.
+    Members of a population are asked one by one, so each is pruned on its own."""
+    pruning = str(self.s.get("pruner", "none")) != "none"
+
+    def prune(run: sweep.Run, epoch: int, metrics: dict[str, float]) -> bool:
+      trial, _ = by_run[run.id]
+      value = float(metrics["val_acc"])
+      if not np.isfinite(value):
+        return False  # diverging: the run stops on its own
+      trial.report(value, epoch)
+      return pruning and trial.should_prune()
+
+    return prune
+
+  def _tell(self, trial: optuna.Trial, result: dict) -> None:
+    val = result.get("val") or {}
+    value = float(val["topk"][0]) if val else 0.0  # diverged: worst accuracy, still a result
+    attrs: dict[str, Any] = {
+      "val_loss": float(val["loss"]) if val else None,
+      "epochs": int(result["epochs"]),
+      "stop_reason": result["stop_reason"],
+      "diverged": bool(result["diverged"]),
+      "seconds": float(result["seconds"]),
+    }
+    for split, ev in result["tests"].items():
+      attrs[f"test_acc/{split}"] = float(ev["topk"][0])
+    try:
+      for k, v in attrs.items():
+        storage_lib.storage_of(self.st).set_trial_user_attr(storage_lib.trial_id(trial), k, v)
+      if result["stop_reason"] == "pruned":  # never a result: the leaderboard shows it
+        self.st.tell(trial, state=TrialState.PRUNED)
+      else:
+        self.st.tell(trial, value)
+    except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError) as e:
+      self.log(f"trial {trial.number} was already finished elsewhere (stale?), not counted: {e}")
+      return
+    self.trained += 1
+    what = "pruned" if result["stop_reason"] == "pruned" else "val acc"
+    line = f"trial {trial.number}: {what} {value:.4f} ({attrs['epochs']} epochs)"
+    if any(t.state == TrialState.COMPLETE for t in self._trials()):
+      best = self.st.best_trial
+      line += f"; best so far {best.value:.4f} (trial {best.number})"
+    self.log(line)
+
+
+def run_worker(
+  config: ml_collections.ConfigDict,
+  workdir: str | Path,
+  *,
+  study_name: str | None = None,
+  storage: str | None = None,
+  data_dir: str | None = None,
+  data: Dataset | None = None,
+  max_trials: int | None = None,
+  max_minutes: float | None = None,
+  log: Log = print,
+  outputs: bool = True,
+) -> optuna.Study:
+  """Join (or create) the study and work on it until its budget is reached; then write outputs."""
+  from mlp import data as data_lib
+
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  space = space_of(config)  # validates the space before anything is created
+  name = study_name or config.name
+  st = open_study(config, name, open_storage(storage, workdir, config, log))
+  fileio.atomic_write_json(workdir / "config.json", config.to_dict())
+  tensorboard.write_hparams_config(
+    workdir / "runs",
+    {
+      k: None
+      for k in sweep.hparams_of(sweep.Run("x", 0, apply(config, base_params(config, space))))
+    },
+    list(runner.METRIC_TAGS),
+  )
+  if data is None:
+    data = data_lib.load(config.data, data_dir)
+  for note in data.notes:
+    log(note)
+  log(
+    f"study {name!r} ({config.search.strategy} search, budget {config.search.budget}) as "
+    f"worker {worker_id()}"
+  )
+  Worker(config, st, data, workdir, log=log, max_trials=max_trials, max_minutes=max_minutes).run()
+  if outputs:
+    write_outputs(config, st, workdir, log=log)
+  return st

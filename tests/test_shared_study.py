@@ -1,0 +1,118 @@
+"""Two processes with two workdirs share one ablation study (mlp.engine): journal and PostgreSQL."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from configs import har as har_config
+from mlp import engine, sweep
+from mlp.search import storage as storage_lib
+from tests.data_fixtures import write_fake_har
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get("MLP_TEST_POSTGRES_URL")
+# 9 runs of a few seconds each, mostly compilation; one process each (the kill hits the trainer).
+FLAGS = (
+  "--config=configs/har.py:quick",
+  "--config.workers=1",
+  "--config.train.max_epochs=6",
+  "--config.train.early_stopping=none",
+)
+
+
+@pytest.fixture(scope="module")
+def har_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("har")
+  write_fake_har(root, subjects=(1, 3, 5, 6, 7, 8, 25, 26, 27, 28, 29, 30), rows_per_subject=30)
+  return root
+
+
+def start(workdir, har_dir, storage, study, *extra):
+  cmd = [sys.executable, "-m", "experiments.har_ablation", *FLAGS, f"--workdir={workdir}"]
+  cmd += [f"--data_dir={har_dir}", f"--storage={storage}", f"--study={study}", *extra]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.Popen(
+    cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
+
+
+def open_storage(storage, tmp_path):
+  return storage_lib.open_storage(
+    storage, tmp_path, heartbeat_interval=5, grace_period=60, log=lambda s: None
+  )
+
+
+def table(workdir):
+  with open(Path(workdir) / "results.csv") as f:
+    return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["journal", "postgres"])
+def test_two_processes_share_a_study_and_survive_kill_9(kind, har_dir, tmp_path):
+  if kind == "postgres" and not POSTGRES_URL:
+    pytest.skip("set MLP_TEST_POSTGRES_URL=postgresql://... to run (CI starts a server)")
+  storage = str(tmp_path / "shared.journal") if kind == "journal" else POSTGRES_URL
+  study = f"har-{uuid.uuid4().hex[:8]}"
+  a, b = tmp_path / "a", tmp_path / "b"
+  pa = start(a, har_dir, storage, study)
+  pb = start(b, har_dir, storage, study)
+  # Wait until process A is in the middle of a run, then kill -9 it.
+  victim = None
+  deadline = time.monotonic() + 300
+  shared = open_storage(storage, tmp_path)  # one storage object: new ones per poll would pile up
+  while victim is None and time.monotonic() < deadline and pa.poll() is None:
+    try:
+      st = optuna.load_study(study_name=study, storage=shared)
+    except KeyError:  # not created yet
+      time.sleep(0.2)
+      continue
+    for t in st.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+      if str(t.user_attrs.get("worker", "")).endswith(f":{pa.pid}"):
+        victim = t
+    time.sleep(0.2)
+  assert victim is not None, pa.communicate()[0][-3000:]
+  pa.send_signal(signal.SIGKILL)
+  pa.wait()
+  out_b, _ = pb.communicate(timeout=600)
+  assert pb.returncode == 0, out_b[-3000:]
+
+  cfg = har_config.get_config("quick")
+  runs = sweep.expand(cfg)
+  st = optuna.load_study(study_name=study, storage=shared)
+  trials = st.get_trials()
+  grouped = engine.by_run(trials)
+  assert sorted(grouped) == sorted(r.id for r in runs)
+  # Every run has exactly one COMPLETE trial, and nothing is left RUNNING or WAITING.
+  for run in runs:
+    assert sum(t.state == TrialState.COMPLETE for t in grouped[run.id]) == 1, run.id
+  assert not [t for t in trials if t.state in storage_lib.ACTIVE]
+  # The killed run was marked stale and trained again by B.
+  killed = next(t for t in trials if t.number == victim.number)
+  assert killed.state == TrialState.FAIL and killed.user_attrs["fail_reason"] == "stale"
+  assert f"retrying {victim.user_attrs['run']}" in out_b
+  for t in trials:
+    if t.state == TrialState.FAIL:
+      assert t.user_attrs["fail_reason"] in ("stale", "duplicate"), t.user_attrs
+  # Trained once: each run's result.json is in exactly one workdir (A's half-written run removed).
+  for run in runs:
+    rel = Path("runs") / run.name / f"seed{run.seed}" / "result.json"
+    assert (a / rel).exists() + (b / rel).exists() == 1, run.id
+  # B wrote the full table; --report_only from either workdir writes the same one.
+  full = table(b)
+  assert [r["run"] for r in full] == [r.name for r in runs]
+  for w in (a, b):
+    p = start(w, har_dir, storage, study, "--report_only")
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out[-3000:]
+    assert table(w) == full
+    assert (w / "figures" / "confusion_matrices.png").stat().st_size > 0
