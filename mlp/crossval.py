@@ -31,8 +31,20 @@ import ml_collections
 import numpy as np
 
 from mlp import baselines as baselines_lib
+from mlp import (
+  checkpoint,
+  ensemble,
+  figures,
+  fileio,
+  lock,
+  runner,
+  stats,
+  study,
+  sweep,
+  tables,
+  tensorboard,
+)
 from mlp import data as data_lib
-from mlp import ensemble, figures, fileio, lock, runner, stats, study, sweep, tables, tensorboard
 from mlp import results as results_lib
 
 Log = Callable[[str], None]
@@ -214,7 +226,7 @@ def compare_on_test(
     if m > 1
     else runner.run_dir(workdir, sweep.Run(best["name"], best["seed"], config))
   )
-  if not (where / ("ensemble.json" if m > 1 else "model.json")).exists():
+  if not ((where / ensemble.FILE).exists() if m > 1 else checkpoint.exists(where / "model")):
     log(f"baselines: {best['run']} was trained on another machine; compare there (no model here)")
     return []
   data = data_lib.load(config.data, data_dir)

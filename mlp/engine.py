@@ -111,22 +111,22 @@ def enqueue(st: optuna.Study, runs: list[sweep.Run]) -> None:
     st.enqueue_trial({}, user_attrs={"run": run.id}, skip_if_exists=False)
 
 
-def check_config(st: optuna.Study, runs: list[sweep.Run]) -> None:
-  """Refuse a config whose runs were finished in this study with different settings."""
-  grouped = by_run(st.get_trials(deepcopy=False))
+def check_config(trials: list[FrozenTrial], runs: list[sweep.Run], name: str) -> None:
+  """Refuse a config whose runs were finished in study ``name`` with different settings."""
+  grouped = by_run(trials)
   for run in runs:
     t = complete(grouped.get(run.id, []))
     if t is not None and not runner.same_config(t.user_attrs.get("result", {}), run):
       raise EngineError(
-        f"run {run.id} of study {st.study_name!r} was trained with a different config than the "
+        f"run {run.id} of study {name!r} was trained with a different config than the "
         "current one; finished runs are never overwritten: use a new --workdir (or a new --study "
         "name on a shared --storage)"
       )
 
 
-def results(st: optuna.Study, runs: list[sweep.Run]) -> dict[str, dict]:
-  """{run id: result} of the runs finished in the study."""
-  grouped = by_run(st.get_trials(deepcopy=False))
+def results(trials: list[FrozenTrial], runs: list[sweep.Run]) -> dict[str, dict]:
+  """{run id: result} of the runs finished among ``trials``."""
+  grouped = by_run(trials)
   out = {}
   for run in runs:
     t = complete(grouped.get(run.id, []))
@@ -154,7 +154,7 @@ def adopt(st: optuna.Study, runs: list[sweep.Run], workdir: Path, log: Log) -> i
       )
     st.add_trial(
       optuna.trial.create_trial(
-        value=_value(result),
+        value=runner.objective(result),
         distributions={},
         params={},
         user_attrs={"run": run.id, "result": result, "adopted": str(path)},
@@ -164,11 +164,6 @@ def adopt(st: optuna.Study, runs: list[sweep.Run], workdir: Path, log: Log) -> i
   if n:
     log(f"{n} run(s) finished in {workdir} added to study {st.study_name!r}")
   return n
-
-
-def _value(result: dict) -> float:
-  val = result.get("val") or {}
-  return float(val["topk"][0]) if val else 0.0  # diverged: the worst accuracy, still a result
 
 
 def work(
@@ -256,8 +251,9 @@ def _train(st, claimed, runs, index, data, workdir: Path, vectorize, hb, log) ->
     rdir = runner.run_dir(workdir, run)
     storage.set_trial_user_attr(tid, "run_dir", str(rdir))
     saved = rdir / "result.json"
-    if saved.exists() and runner.same_config(json.loads(saved.read_text()), run):
-      _tell(st, tid, json.loads(saved.read_text()), log)  # trained here, killed before telling
+    result = json.loads(saved.read_text()) if saved.exists() else None
+    if result is not None and runner.same_config(result, run):
+      _tell(st, tid, result, log)  # trained here, killed before telling
       pending.pop(tid)
       hb.remove(tid)
     else:
@@ -295,14 +291,16 @@ def _tell(st: optuna.Study, tid: int, result: dict, log: Log) -> None:
   result = fileio.to_jsonable(result)
   try:
     storage.set_trial_user_attr(tid, "result", result)
-    storage.set_trial_state_values(tid, state=TrialState.COMPLETE, values=[_value(result)])
+    storage.set_trial_state_values(
+      tid, state=TrialState.COMPLETE, values=[runner.objective(result)]
+    )
   except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError) as e:
     log(f"run {result['run']}: its trial was already ended elsewhere (stale?): {e}")
 
 
-def failures(st: optuna.Study, runs: list[sweep.Run]) -> dict[str, str]:
+def failures(trials: list[FrozenTrial], runs: list[sweep.Run]) -> dict[str, str]:
   """{run id: fail reason} of the runs without a result whose last trial failed."""
-  grouped = by_run(st.get_trials(deepcopy=False))
+  grouped = by_run(trials)
   out = {}
   for run in runs:
     ts = [t for t in grouped.get(run.id, []) if t.user_attrs.get("fail_reason") != "duplicate"]

@@ -45,6 +45,12 @@ def run_config_json(run: sweep.Run) -> dict:
   return fileio.to_jsonable({k: v for k, v in cfg.items() if k not in EXECUTION_FIELDS})
 
 
+def objective(result: dict) -> float:
+  """A run's value in a study or search: its validation accuracy (diverged: 0, still a result)."""
+  val = result.get("val") or {}
+  return float(val["topk"][0]) if val else 0.0
+
+
 def same_config(result: dict, run: sweep.Run) -> bool:
   """Whether a saved result (result.json, or a trial's) was trained with ``run``'s config."""
   saved, current = result.get("config"), run_config_json(run)

@@ -40,6 +40,7 @@ from mlp import (
 from mlp import data as data_lib
 from mlp.data import Dataset
 from mlp.runner import run_dir
+from mlp.search.storage import JOURNAL_NAME
 
 Log = Callable[[str], None]
 
@@ -148,14 +149,14 @@ def _run_study(config, workdir: Path, runs, data, data_given, data_dir, log: Log
   )
   try:
     engine.adopt(st, runs, workdir, log)
-    engine.check_config(st, runs)
+    trials = st.get_trials(deepcopy=False)
+    engine.check_config(trials, runs, st.study_name)
   except engine.EngineError as e:
     raise StudyError(str(e)) from None
   engine.save_dataset_info(st, data)
-  finished = engine.results(st, runs)
+  finished = engine.results(trials, runs)
   if finished:
     log(f"resuming study {st.study_name!r}: {len(finished)} of {len(runs)} runs already finished")
-  trials = st.get_trials(deepcopy=False)
   todo = engine.to_enqueue(runs, trials, retry_errors=True)
   rows = len(data.y_train)
   cost = {
@@ -170,8 +171,9 @@ def _run_study(config, workdir: Path, runs, data, data_given, data_dir, log: Log
     )
   elif pending:
     engine.work(st, runs, data, workdir, vectorize=runner.vectorize_of(config), log=log)
-  failed = engine.failures(st, runs)
-  done = engine.results(st, runs)
+  trials = st.get_trials(deepcopy=False)
+  failed = engine.failures(trials, runs)
+  done = engine.results(trials, runs)
   if failed or len(done) < len(runs):
     raise StudyError(
       f"{len(runs) - len(done)} of {len(runs)} runs did not finish ("
@@ -212,16 +214,17 @@ def report_only(
   """Write results.md/csv and the figures from the study in storage alone (no data, no models)."""
   workdir = Path(workdir)
   runs = sweep.expand(config)
-  if not storage and not (workdir / "study.journal").exists():
-    raise StudyError(f"no study in {workdir} (no study.journal): give --storage, or run the study")
+  if not storage and not (workdir / JOURNAL_NAME).exists():
+    raise StudyError(f"no study in {workdir} (no {JOURNAL_NAME}): give --storage, or run the study")
   workdir.mkdir(parents=True, exist_ok=True)
   st = engine.open_study(config, workdir, storage=storage, name=study_name, log=log)
+  trials = st.get_trials(deepcopy=False)
   try:
-    engine.check_config(st, runs)
+    engine.check_config(trials, runs, st.study_name)
   except engine.EngineError as e:
     raise StudyError(str(e)) from None
   info = engine.dataset_info(st)
-  done = engine.results(st, runs)
+  done = engine.results(trials, runs)
   if info is None or not done:
     raise StudyError(f"study {st.study_name!r} has no finished runs yet")
   if len(done) < len(runs):

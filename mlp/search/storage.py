@@ -120,9 +120,10 @@ def _hide_password(url: str) -> str:
   return f"{scheme}://{user.split(':')[0]}:***@{tail}"
 
 
-def is_rdb(storage: optuna.storages.BaseStorage) -> bool:
+def rdb_of(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage | None:
+  """The RDB storage behind ``storage`` (Optuna wraps it in a cache), or None (a journal)."""
   inner = getattr(storage, "_backend", storage)
-  return isinstance(inner, optuna.storages.RDBStorage)
+  return inner if isinstance(inner, optuna.storages.RDBStorage) else None
 
 
 def worker_id() -> str:
@@ -157,7 +158,7 @@ def fail_stale(st: optuna.Study, grace_period: float, log: Log) -> list[int]:
   """
   host = socket.gethostname()
   now = time.time()
-  rdb = is_rdb(storage_of(st))
+  rdb = rdb_of(storage_of(st)) is not None
   failed = []
   for t in st.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
     worker = str(t.user_attrs.get("worker", ""))
@@ -189,8 +190,7 @@ class Heartbeat:
 
   def __init__(self, st: optuna.Study, interval: float):
     self._storage, self._interval = storage_of(st), interval
-    inner = getattr(self._storage, "_backend", self._storage)
-    self._rdb = inner if isinstance(inner, optuna.storages.RDBStorage) else None
+    self._rdb = rdb_of(self._storage)
     self._ids: set[int] = set()
     self._lock = threading.Lock()
     self._stop = threading.Event()

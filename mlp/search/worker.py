@@ -266,7 +266,7 @@ class Worker:
 
   def _tell(self, trial: optuna.Trial, result: dict) -> None:
     val = result.get("val") or {}
-    value = float(val["topk"][0]) if val else 0.0  # diverged: worst accuracy, still a result
+    value = runner.objective(result)
     attrs: dict[str, Any] = {
       "val_loss": float(val["loss"]) if val else None,
       "epochs": int(result["epochs"]),
