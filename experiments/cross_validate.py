@@ -4,7 +4,7 @@ python -m experiments.cross_validate --config=configs/har_cv.py [--workdir=DIR] 
 python -m experiments.cross_validate --config=configs/har_cv.py:quick   # smoke test
 """
 
-from absl import app
+from absl import app, flags
 
 from mlp import cli
 
@@ -16,6 +16,7 @@ def run(config, workdir, *, data_dir):
 
 
 main = cli.config_main("har_cv.py", run, tensorboard="")
+flags.adopt_module_key_flags(cli)  # --help lists --config, --workdir, --data_dir
 
 if __name__ == "__main__":
   app.run(main, flags_parser=cli.parse_flags)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from mlp import cli, inference, metrics, report
+from mlp import cli
 from mlp import data as data_lib
 
 _MODEL = flags.DEFINE_string(
@@ -28,11 +28,15 @@ _SPLIT = flags.DEFINE_string(
 _OUT = flags.DEFINE_string("out", None, "Report folder (default: <model folder>/evaluate/<split>).")
 _DATA_DIR = cli.define_data_dir_flag()
 
+flags.adopt_module_key_flags(cli)  # --help lists --data_dir and --strict_data
+
 
 @cli.friendly_errors
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from mlp import inference, metrics, report  # (jax: after the flags, so that --help is quick)
+
   lm = inference.load_model(_MODEL.value)
   split = _SPLIT.value or (lm.model.config.get("report") or {}).get("test_split") or "test"
   x, y = inference.split_data(lm, split, _DATA_DIR.value)

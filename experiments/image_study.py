@@ -5,11 +5,12 @@ python -m experiments.image_study --config=configs/cifar10_mlp.py --workdir=runs
 python -m experiments.image_study --config=configs/fer2013_mlp.py:quick
 """
 
-from absl import app
+from absl import app, flags
 
 from mlp import cli
 
 main = cli.study_main("cifar10_mlp.py")
+flags.adopt_module_key_flags(cli)  # --help lists --config, --workdir, --data_dir
 
 if __name__ == "__main__":
   app.run(main, flags_parser=cli.parse_flags)

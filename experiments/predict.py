@@ -17,7 +17,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from mlp import cli, inference, report
+from mlp import cli
 from mlp.data import images
 
 _MODEL = flags.DEFINE_string(
@@ -35,6 +35,8 @@ _RESIZE = flags.DEFINE_enum(
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from mlp import inference, report  # (jax: after the flags, so that --help is quick)
+
   lm = inference.load_model(_MODEL.value)
   size, channels = inference.require_image_model(lm)
   labels = inference.read_labels(_LABELS.value, lm.class_names) if _LABELS.value else None

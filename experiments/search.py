@@ -13,12 +13,12 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-from mlp import cli, search
+from mlp import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
   str(Path(__file__).parents[1] / "configs" / "fer2013_search.py"),
-  "Search config.",
+  cli.CONFIG_HELP,
   lock_config=True,
 )
 _STUDY = flags.DEFINE_string("study", None, "Study name (default: the config's name).")
@@ -45,11 +45,15 @@ _OUTPUTS = flags.DEFINE_bool(
 )
 _DATA_DIR = cli.define_data_dir_flag()
 
+flags.adopt_module_key_flags(cli)  # --help lists --data_dir and --strict_data
+
 
 @cli.friendly_errors
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from mlp import search  # (jax: after the flags, so that --help is quick)
+
   config = _CONFIG.value
   name = _STUDY.value or config.name
   workdir = Path(_WORKDIR.value or Path("runs") / f"search-{name}")

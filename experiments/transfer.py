@@ -3,7 +3,7 @@
 python -m experiments.transfer --config=configs/fer2013_transfer.py [--workdir=DIR] [--data_dir=DIR]
 """
 
-from absl import app
+from absl import app, flags
 
 from mlp import cli
 
@@ -15,6 +15,7 @@ def run(config, workdir, *, data_dir):
 
 
 main = cli.config_main("fer2013_transfer.py", run, tensorboard="")
+flags.adopt_module_key_flags(cli)  # --help lists --config, --workdir, --data_dir
 
 if __name__ == "__main__":
   app.run(main, flags_parser=cli.parse_flags)

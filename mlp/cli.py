@@ -12,25 +12,39 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-from mlp.checkpoint import CheckpointError
-from mlp.data import DataError, common
-from mlp.lock import WorkdirBusy
-from mlp.search.storage import StorageError
-from mlp.study import StudyError
-from mlp.workers import WorkerError
+from mlp.data import common
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-USER_ERRORS = (
-  DataError,
-  CheckpointError,
-  WorkerError,
-  WorkdirBusy,
-  StudyError,
-  StorageError,
-  ValueError,
-  KeyError,
-  FileNotFoundError,
+HELP_FLAGS = {"-?", "--help", "--helpshort", "--helpfull", "--helpxml"}
+CONFIG_HELP = (
+  "Config file[:variant]. Override any field with --config.<field>=VALUE, e.g. "
+  "--config.train.learning_rate=0.01 --config.model.hidden='(300, 100)'."
 )
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+  """The exceptions a user's input causes (missing data, bad values, a busy workdir or storage).
+
+  Imported on first use so that a mistake in a flag is reported before jax and the study modules
+  load (a second, not several)."""
+  from mlp.checkpoint import CheckpointError
+  from mlp.data import DataError
+  from mlp.lock import WorkdirBusy
+  from mlp.search.storage import StorageError
+  from mlp.study import StudyError
+  from mlp.workers import WorkerError
+
+  return (
+    DataError,
+    CheckpointError,
+    WorkerError,
+    WorkdirBusy,
+    StudyError,
+    StorageError,
+    ValueError,
+    KeyError,
+    FileNotFoundError,
+  )
 
 
 def default_workdir(name: str) -> Path:
@@ -57,8 +71,13 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing (``app.run(main, flags_parser=parse_flags)``), with a mistake in a flag
   or a config override (unknown field or variant, wrong type, missing file) said in a line or
   two and exit status 2 instead of a traceback."""
+  argv = ["--help" if a == "-h" else a for a in argv]
   try:
     return flags.FLAGS(argv)
+  except SystemExit as e:  # absl ends --help with status 1; asking for help is no error
+    if e.code == 1 and HELP_FLAGS & set(argv[1:]):
+      sys.exit(0)
+    raise
   except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
     text = str(e).strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -71,8 +90,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     elif "No such file" in text or "Attempted" in text:
       text = " ".join(lines)
     print(
-      f"error: {text}\nOverrides look like --config.train.learning_rate=0.01; --helpfull lists "
-      "every flag.",
+      f"error: {text}\nOverrides look like --config.train.learning_rate=0.01; --help lists the "
+      "flags.",
       file=sys.stderr,
     )
     sys.exit(2)
@@ -90,7 +109,7 @@ def friendly_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], 
       os.environ[common.STRICT_ENV] = "1"  # read by the loaders, here and in worker processes
     try:
       main(argv)
-    except USER_ERRORS as e:
+    except user_errors() as e:
       kind = type(e).__name__
       message = e.args[0] if isinstance(e, KeyError) and e.args else e
       print(f"\nerror ({kind}): {message}", file=sys.stderr)
@@ -121,7 +140,7 @@ def config_main(
   """Flags (--config, --workdir, --data_dir) and the main function of an entry point that calls
   ``run(config, workdir, data_dir=...)``; ``tensorboard``: the logdir inside the workdir."""
   config_flag = config_flags.DEFINE_config_file(
-    "config", str(CONFIGS / default_config), "Config file[:variant].", lock_config=True
+    "config", str(CONFIGS / default_config), CONFIG_HELP, lock_config=True
   )
   workdir_flag = flags.DEFINE_string(
     "workdir", None, "Output folder; reuse one to resume (default: a new runs/<name>-<time>)."

@@ -10,7 +10,8 @@ TensorBoard events stay in the training machine's workdir.
 
 Each run is trained once: a claimed trial is dropped (FAIL, ``fail_reason=duplicate``) when its run
 already has a COMPLETE trial or a lower-numbered WAITING or RUNNING one, and two trials of one run
-are only ever both enqueued by a race, which this rule settles the same way for every worker.
+are only ever both enqueued by a race, which this rule settles the same way for every worker; the
+race's WAITING trials left when every run is finished are dropped the same way (:func:`leftovers`).
 A worker that dies (kill -9, a lost machine) leaves a RUNNING trial that :func:`storage.fail_stale`
 marks FAIL (``stale``); workers then enqueue its run again. A run that failed with an error is not
 retried by the same command (the error would repeat): running the command again retries it.
@@ -106,6 +107,14 @@ def is_duplicate(trial: FrozenTrial, trials: list[FrozenTrial]) -> bool:
   return False
 
 
+def leftovers(trials: list[FrozenTrial], runs: list[sweep.Run]) -> list[FrozenTrial]:
+  """WAITING trials of finished runs: duplicates from two workers' racing enqueues that nobody
+  claimed before the runs were done (a pure function)."""
+  grouped = by_run(trials)
+  done = {r.id for r in runs if complete(grouped.get(r.id, [])) is not None}
+  return [t for t in trials if t.state == TrialState.WAITING and t.user_attrs.get("run") in done]
+
+
 def enqueue(st: optuna.Study, runs: list[sweep.Run]) -> None:
   for run in runs:
     st.enqueue_trial({}, user_attrs={"run": run.id}, skip_if_exists=False)
@@ -192,6 +201,10 @@ def work(
       trials = st.get_trials(deepcopy=False)
       grouped = by_run(trials)
       if all(complete(grouped.get(r.id, [])) is not None for r in runs):
+        for t in leftovers(trials, runs):
+          tid = storage_lib.trial_id(t)
+          if storage_lib.storage_of(st).set_trial_state_values(tid, state=TrialState.RUNNING):
+            storage_lib.fail(st, tid, "duplicate")  # claimed first: no other worker trains it
         return trained
       retry = to_enqueue(runs, trials, retry_errors=False)
       if retry:

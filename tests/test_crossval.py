@@ -181,6 +181,7 @@ def test_command_line(har_dir, tmp_path):
       f"--data_dir={har_dir}",
       "--config.data.val_subjects=2",
       "--config.train.max_epochs=1",
+      "--config.cv.folds=2",
       "--config.cv.baselines=('decision_tree',)",
     ],
     cwd=ROOT,

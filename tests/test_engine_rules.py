@@ -35,6 +35,12 @@ def test_a_claimed_trial_is_dropped_when_its_run_is_taken():
   assert not engine.is_duplicate(trial(4, R, run=A), [trial(3, R, run=B), trial(4, R, run=A)])
 
 
+def test_waiting_trials_of_finished_runs_are_leftovers():
+  trials = [trial(0, C, run=A), trial(1, W, run=B), trial(2, W, run=A), trial(3, R, run=A)]
+  assert [t.number for t in engine.leftovers(trials, RUNS)] == [2]  # not B's, not a RUNNING one
+  assert engine.leftovers(trials[1:], RUNS) == []  # A unfinished: its WAITING trial is work
+
+
 def test_the_result_trial_is_the_lowest_numbered_complete_one():
   ts = [trial(1, F, run=A), trial(2, C, run=A), trial(5, C, run=A)]
   assert engine.complete(ts).number == 2

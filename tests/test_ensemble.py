@@ -139,6 +139,7 @@ def test_cross_validation_scores_the_first_ensemble(har_dir, tmp_path):
   cfg.cv.folds = 2
   cfg.cv.baselines = ("decision_tree",)
   cfg.seeds, cfg.ensemble = 2, 2
+  cfg.workers = 1  # in this process (worker processes are tested with the ablation)
   summary = crossval.run_cv(cfg, tmp_path, data_dir=str(har_dir), log=lambda m: None)
   ours = next(r for r in summary["rows"] if r["kind"] == "ours")
   for f in ("fold1", "fold2"):

@@ -142,6 +142,7 @@ class Killed(Exception):
 def test_resume_skips_finished_runs_and_restarts_interrupted(har_dir, tmp_path, monkeypatch):
   cfg = quick_config()
   cfg.workers = 1  # train in this process, so that the patched fit sees the calls
+  cfg.grid.train.momentum = (0.0,)  # 5 runs
   runs = sweep.expand(cfg)
   calls, kill_at = [], []
   real_fit = train.fit
@@ -169,8 +170,8 @@ def test_resume_skips_finished_runs_and_restarts_interrupted(har_dir, tmp_path, 
   calls.clear()
   lines = []
   again = study.run_study(cfg, workdir, data_dir=str(har_dir), log=lines.append)
-  assert len(calls) == 7  # the interrupted run and the six never started, nothing twice
-  assert any("2 of 9 runs already finished" in line for line in lines)
+  assert len(calls) == 3  # the interrupted run and the two never started, nothing twice
+  assert any("2 of 5 runs already finished" in line for line in lines)
   for r in finished:
     assert os.stat(runner.run_dir(workdir, r) / "result.json").st_mtime_ns == stamps[r.id]
   assert [r["run"] for r in again] == [r.id for r in runs]
@@ -313,8 +314,9 @@ def test_ctrl_c_stops_the_workers_and_the_study_resumes(har_dir, tmp_path):
     f"--data_dir={har_dir}",
     f"--workdir={tmp_path / 'w'}",
     "--config.workers=2",
-    "--config.train.max_epochs=60",
-    "--config.train.gap_min_epoch=60",
+    "--config.grid.train.momentum=(0.0,)",  # 5 runs
+    "--config.train.max_epochs=10",  # ~20 s of work in all: still in flight at the first epoch
+    "--config.train.gap_min_epoch=10",
   ]
   cmd = [sys.executable, "-m", "experiments.har_ablation", *args]
   # A handled (not ignored) SIGINT here is reset to the default in the child at exec, so Python
@@ -343,7 +345,7 @@ def test_ctrl_c_stops_the_workers_and_the_study_resumes(har_dir, tmp_path):
   assert not (tmp_path / "w" / "results.csv").exists()
   again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0, again.stderr
-  assert len(read_csv(tmp_path / "w" / "results.csv")) == 9
+  assert len(read_csv(tmp_path / "w" / "results.csv")) == 5
 
 
 @pytest.mark.slow
@@ -385,11 +387,12 @@ def test_cli_runs_quick_config_and_rejects_unknown_field(har_dir, tmp_path):
   ok = run_cli(
     "--config=configs/har.py:quick",
     "--config.train.max_epochs=1",
+    "--config.grid.train.momentum=(0.0,)",  # 5 runs
     f"--workdir={tmp_path / 'w'}",
     env={"MLP_DATA_DIR": str(har_dir)},
   )
   assert ok.returncode == 0, ok.stderr[-2000:]
-  assert len(read_csv(tmp_path / "w" / "results.csv")) == 9
+  assert len(read_csv(tmp_path / "w" / "results.csv")) == 5
   assert json.loads((tmp_path / "w" / "config.json").read_text())["train"]["max_epochs"] == 1
   # The main job compares its best run with the configured baselines on the test split.
   assert {r["learner"] for r in read_csv(tmp_path / "w" / "baselines.csv")} >= {
@@ -464,6 +467,7 @@ def test_a_second_launcher_is_refused_and_a_dead_owners_workdir_taken_over(har_d
   owner = _hold_workdir(workdir)
   cfg = quick_config()
   cfg.workers = 1
+  cfg.grid.train.momentum = (0.0,)  # 5 runs
   try:
     with pytest.raises(lock.WorkdirBusy, match=f"pid {owner.pid} on "):
       study.run_study(cfg, workdir, data_dir=str(har_dir), log=lambda m: None)

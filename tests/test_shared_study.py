@@ -15,15 +15,17 @@ from optuna.trial import TrialState
 
 from configs import har as har_config
 from mlp import engine, sweep
+from mlp import study as study_lib
 from mlp.search import storage as storage_lib
 from tests.data_fixtures import write_fake_har
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("MLP_TEST_POSTGRES_URL")
-# 9 runs of a few seconds each, mostly compilation; one process each (the kill hits the trainer).
+# 5 runs of a few seconds each, mostly compilation; one process each (the kill hits the trainer).
 FLAGS = (
   "--config=configs/har.py:quick",
   "--config.workers=1",
+  "--config.grid.train.momentum=(0.0,)",
   "--config.train.max_epochs=6",
   "--config.train.early_stopping=none",
 )
@@ -87,6 +89,7 @@ def test_two_processes_share_a_study_and_survive_kill_9(kind, har_dir, tmp_path)
   assert pb.returncode == 0, out_b[-3000:]
 
   cfg = har_config.get_config("quick")
+  cfg.grid.train.momentum = (0.0,)
   runs = sweep.expand(cfg)
   st = optuna.load_study(study_name=study, storage=shared)
   trials = st.get_trials()
@@ -110,9 +113,29 @@ def test_two_processes_share_a_study_and_survive_kill_9(kind, har_dir, tmp_path)
   # B wrote the full table; --report_only from either workdir writes the same one.
   full = table(b)
   assert [r["run"] for r in full] == [r.name for r in runs]
+  p = start(a, har_dir, storage, study, "--report_only")  # the command line, from A's workdir
+  out, _ = p.communicate(timeout=300)
+  assert p.returncode == 0, out[-3000:]
+  cfg.workers, cfg.train.max_epochs, cfg.train.early_stopping = 1, 6, "none"  # as FLAGS
+  study_lib.report_only(cfg, b, storage=storage, study_name=study, log=lambda s: None)
   for w in (a, b):
-    p = start(w, har_dir, storage, study, "--report_only")
-    out, _ = p.communicate(timeout=300)
-    assert p.returncode == 0, out[-3000:]
     assert table(w) == full
     assert (w / "figures" / "confusion_matrices.png").stat().st_size > 0
+
+
+def test_a_worker_drops_the_racing_enqueues_left_when_every_run_is_done(tmp_path):
+  """Two processes that start together both enqueue every run; a worker that finds all runs
+  finished used to leave the unclaimed copies WAITING in the study forever."""
+  runs = sweep.expand(har_config.get_config("quick"))[:2]
+  st = engine.open_study(har_config.get_config("quick"), tmp_path, log=lambda s: None)
+  engine.enqueue(st, runs)
+  engine.enqueue(st, runs)  # the other process's copies
+  for run in runs:
+    st.add_trial(
+      optuna.trial.create_trial(value=0.5, distributions={}, params={}, user_attrs={"run": run.id})
+    )
+  shape = type("Data", (), {"input_shape": (561,), "num_classes": 6})
+  assert engine.work(st, runs, shape, tmp_path, vectorize=False, log=print) == 0
+  trials = st.get_trials()
+  assert not [t for t in trials if t.state in storage_lib.ACTIVE]
+  assert sum(t.user_attrs.get("fail_reason") == "duplicate" for t in trials) == 4

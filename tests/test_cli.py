@@ -1,0 +1,53 @@
+"""The entry points' command lines: --help lists each one's own flags."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY_POINTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.py") if p.stem != "__init__")
+TAKE_A_CONFIG = {"har_ablation", "image_study", "cross_validate", "transfer", "search"}
+
+
+def run_entry(name: str, *args: str) -> subprocess.CompletedProcess:
+  return subprocess.run(
+    [sys.executable, "-m", f"experiments.{name}", *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+
+
+def own_flags(helpfull: str) -> set[str]:
+  """Flags that --helpfull lists under a section of this project (mlp.*, experiments.*)."""
+  names, ours = set(), False
+  for line in helpfull.splitlines():
+    if line and not line.startswith(" "):  # a section header: "<module>:"
+      module = line.rstrip(":")  # a module name, or the entry point's path under python -m
+      ours = module.startswith(("mlp", "experiments")) or "/experiments/" in module
+    elif ours and (m := re.match(r"  (?:-\w,)?--(?:\[no\])?(\w+):", line)):
+      names.add(m.group(1))
+  return names
+
+
+def test_entry_points_are_the_expected_ones():
+  assert set(ENTRY_POINTS) >= {"har_ablation", "image_study", "evaluate", "predict", "search"}
+
+
+@pytest.mark.parametrize("name", ENTRY_POINTS)
+def test_help_lists_the_entry_points_own_flags(name):
+  full = run_entry(name, "--helpfull")
+  assert full.returncode == 0, full.stderr
+  flags = own_flags(full.stdout)
+  assert "data_dir" in flags or name == "predict"  # (predict reads images, not a data set)
+  short = run_entry(name, "-h")
+  assert short.returncode == 0, short.stderr
+  listed = set(re.findall(r"^\s+(?:-\w,)?--(?:\[no\])?(\w+):", short.stdout, re.M))
+  assert flags <= listed, f"--help of {name} lacks {sorted(flags - listed)}"
+  assert "absl.logging" not in short.stdout  # only the entry point's own flags, not absl's
+  if name in TAKE_A_CONFIG:
+    assert "--config.train.learning_rate=" in short.stdout  # how to override a config field
