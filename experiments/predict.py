@@ -1,20 +1,28 @@
 """Classify a folder of images with a saved CIFAR-10 or FER2013 model.
 
     python -m experiments.predict --model=runs/X/runs/NAME/seed0/model --images=FOLDER
+    python -m experiments.predict --model=... --images=FOLDER --format=json --top_k=3
     python -m experiments.predict --model=... --images=FOLDER --labels=labels.csv [--out=DIR]
 
-Prints one line per image: ``file<TAB>class name<TAB>probability`` of the most likely class. Any
-image Pillow reads is converted to the model's input size and channels (--resize=stretch|crop).
-With --labels (CSV ``file,label`` lines, label = class name or index; see
-mlp.inference.read_labels) the evaluation report of the labelled images is printed too, and
-written (Markdown, CSV, PNG) to --out if given. Errors (missing, corrupt or non-image model,
-unreadable labels) print a message and exit with status 2.
+Writes the predictions to stdout, one row per image after a header: ``file``, ``class``,
+``probability`` of the most likely class (with --top_k=k: ``class_1, probability_1, ...,
+class_k, probability_k``), as TSV, CSV or one JSON array (--format). Images are read and
+classified --batch_size at a time, so a folder of any size streams. Any image Pillow reads is
+converted to the model's input size and channels (--resize=stretch|crop); unreadable files are
+skipped with a warning. With --labels (CSV ``file,label`` lines, label = class name or index; see
+mlp.inference.read_labels) the evaluation report of the labelled images goes to --out (Markdown,
+CSV, PNG), or to stderr: never into the predictions. Errors (missing, corrupt or non-image model,
+unreadable labels, no readable image) print a message and exit with status 2.
 """
 
+import csv
+import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import TextIO
 
+import numpy as np
 from absl import app, flags
 
 from mlp import cli
@@ -24,11 +32,53 @@ _MODEL = flags.DEFINE_string(
   "model", None, "Saved model: prefix, .json/.npz file or run folder.", required=True
 )
 _IMAGES = flags.DEFINE_string("images", None, "Folder of images (or one image).", required=True)
+_FORMAT = flags.DEFINE_enum(
+  "format", "tsv", ["tsv", "csv", "json"], "Predictions as TSV or CSV with a header, or JSON."
+)
+_TOP_K = flags.DEFINE_integer("top_k", 1, "Classes per image, most likely first.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer(
+  "batch_size", 256, "Images read and classified at a time (memory stays bounded).", lower_bound=1
+)
 _LABELS = flags.DEFINE_string("labels", None, "CSV of 'file,label' lines: also report accuracy.")
-_OUT = flags.DEFINE_string("out", None, "Folder for the report files (with --labels).")
+_OUT = flags.DEFINE_string(
+  "out", None, "Folder for the report of --labels (default: the report goes to stderr)."
+)
 _RESIZE = flags.DEFINE_enum(
   "resize", "stretch", list(images.RESIZE_MODES), "stretch: whole image; crop: centre crop."
 )
+
+
+class PredictionWriter:
+  """Rows of (file, top-k classes and probabilities) as TSV, CSV or one JSON array."""
+
+  def __init__(self, stream: TextIO, fmt: str, k: int, class_names: tuple[str, ...]):
+    self.stream, self.fmt, self.k, self.class_names = stream, fmt, k, class_names
+    self.rows = 0
+    self.csv = csv.writer(stream, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n")
+
+  def header(self) -> list[str]:
+    if self.k == 1:
+      return ["file", "class", "probability"]
+    return ["file"] + [f"{c}_{i}" for i in range(1, self.k + 1) for c in ("class", "probability")]
+
+  def write(self, names: list[str], probs: np.ndarray) -> None:
+    top = np.argsort(-probs, axis=1, kind="stable")[:, : self.k]
+    for name, p, ks in zip(names, probs, top, strict=True):
+      if self.fmt == "json":
+        tops = [{"class": self.class_names[k], "probability": round(float(p[k]), 6)} for k in ks]
+        sep = "[\n" if not self.rows else ",\n"
+        self.stream.write(sep + json.dumps({"file": name, "top": tops}))
+      else:
+        if not self.rows:
+          self.csv.writerow(self.header())
+        cells = [x for k in ks for x in (self.class_names[k], f"{p[k]:.4f}")]
+        self.csv.writerow([name, *cells])
+      self.rows += 1
+    self.stream.flush()
+
+  def close(self) -> None:
+    if self.fmt == "json":
+      self.stream.write("\n]\n" if self.rows else "[]\n")
 
 
 @cli.friendly_errors
@@ -40,14 +90,22 @@ def main(argv: list[str]) -> None:
   lm = inference.load_model(_MODEL.value)
   size, channels = inference.require_image_model(lm)
   labels = inference.read_labels(_LABELS.value, lm.class_names) if _LABELS.value else None
-  x, names = images.load_folder(_IMAGES.value, size=size, channels=channels, resize=_RESIZE.value)
-  y = inference.match_labels(names, labels, _LABELS.value) if labels is not None else None
-  probs = inference.predict_images(lm, x)
-  pred = probs.argmax(1)
-  for name, k, p in zip(names, pred, probs, strict=True):
-    print(f"{name}\t{lm.class_names[k]}\t{p[k]:.4f}")
+  writer = PredictionWriter(
+    sys.stdout, _FORMAT.value, min(_TOP_K.value, len(lm.class_names)), lm.class_names
+  )
+  names, probs = [], []
+  for x, batch in images.iter_folder(
+    _IMAGES.value, size=size, channels=channels, resize=_RESIZE.value, batch_size=_BATCH_SIZE.value
+  ):
+    p = inference.predict_images(lm, x)
+    writer.write(batch, p)
+    if labels is not None:  # kept for the report: (n, classes) floats, not the images
+      names += batch
+      probs.append(p)
+  writer.close()
   if labels is None:
     return
+  y = inference.match_labels(names, labels, _LABELS.value)
   ignored = sorted(set(labels) - set(names))
   if ignored:
     print(
@@ -55,14 +113,14 @@ def main(argv: list[str]) -> None:
       file=sys.stderr,
     )
   title = f"{lm.model.meta.get('run', lm.path.name)} on {Path(_IMAGES.value).name}"
+  probs = np.concatenate(probs)
   if _OUT.value:
     paths = report.evaluation_report(_OUT.value, y, probs, lm.class_names, title=title)
-    print(f"\n{paths['report'].read_text()}")
-    print(f"report written to {paths['report'].parent}")
+    print(f"report written to {paths['report']}", file=sys.stderr)
   else:
     with tempfile.TemporaryDirectory() as tmp:
       paths = report.evaluation_report(tmp, y, probs, lm.class_names, title=title)
-      print(f"\n{paths['report'].read_text()}")
+      print(f"\n{paths['report'].read_text()}", file=sys.stderr)
 
 
 if __name__ == "__main__":

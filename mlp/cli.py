@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,11 +68,17 @@ def define_data_dir_flag() -> flags.FlagHolder:
   )
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ARG001
+  """A warning as a command line says it: ``warning: <message>``."""
+  return f"warning: {message}\n"
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing (``app.run(main, flags_parser=parse_flags)``), with a mistake in a flag
   or a config override (unknown field or variant, wrong type, missing file) said in a line or
   two and exit status 2 instead of a traceback."""
   argv = ["--help" if a == "-h" else a for a in argv]
+  warnings.formatwarning = one_line_warning  # this is a command line: no source listings
   try:
     return flags.FLAGS(argv)
   except SystemExit as e:  # absl ends --help with status 1; asking for help is no error

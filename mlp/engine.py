@@ -55,12 +55,14 @@ def open_study(
   st_storage = storage_lib.open_storage(
     storage, workdir, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, log=log
   )
-  return optuna.create_study(
+  st = optuna.create_study(
     study_name=name or str(config.get("name", "study")),
     storage=st_storage,
     direction="maximize",
     load_if_exists=True,
   )
+  storage_lib.name_metric(st)
+  return st
 
 
 def by_run(trials: list[FrozenTrial]) -> dict[str, list[FrozenTrial]]:

@@ -51,3 +51,13 @@ def test_help_lists_the_entry_points_own_flags(name):
   assert "absl.logging" not in short.stdout  # only the entry point's own flags, not absl's
   if name in TAKE_A_CONFIG:
     assert "--config.train.learning_rate=" in short.stdout  # how to override a config field
+
+
+@pytest.mark.parametrize("entry", ["har_ablation", "search"])
+def test_a_bad_or_unreachable_storage_url_is_one_line_and_status_2(entry, tmp_path):
+  for url in ("postgresql://mlp:secret@127.0.0.1:1/mlp", "nosuchdb://host/db"):
+    r = run_entry(entry, f"--workdir={tmp_path}", f"--storage={url}", "--report_only")
+    assert r.returncode == 2, r.stderr[-2000:]
+    said = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(said) == 1 and said[0].startswith("error (StorageError): cannot open the storage")
+    assert "secret" not in r.stderr  # the password is not echoed

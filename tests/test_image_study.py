@@ -148,7 +148,7 @@ def write_pngs(folder: Path, cifar_dir: Path) -> dict[str, int]:
   return labels
 
 
-def test_predict_command(overfit, cifar_dir, tmp_path):
+def test_predict_command(overfit, cifar_dir, tmp_path, capsys):
   _, _, _, rdir = overfit
   folder = tmp_path / "images"
   labels = write_pngs(folder, cifar_dir)
@@ -166,31 +166,70 @@ def test_predict_command(overfit, cifar_dir, tmp_path):
     f"--out={out}",
   )
   assert r.returncode == 0, r.stderr[-2000:]
-  lines = [ln for ln in r.stdout.splitlines() if ln.count("\t") == 2]
-  assert [ln.split("\t")[0] for ln in lines] == sorted(labels)
-  assert r.stdout.startswith(lines[0])  # one line per image first, then the report
-  for line in lines:
-    _, cls, p = line.split("\t")
+  lines = [ln.split("\t") for ln in r.stdout.splitlines()]
+  assert lines[0] == ["file", "class", "probability"]  # a header, then one row per image, only
+  rows = lines[1:]
+  assert [row[0] for row in rows] == sorted(labels)
+  for _, cls, p in rows:
     assert cls in names and 0.0 < float(p) <= 1.0
-  predicted = {ln.split("\t")[0]: names.index(ln.split("\t")[1]) for ln in lines}
+  predicted = {row[0]: names.index(row[1]) for row in rows}
   accuracy = np.mean([predicted[n] == k for n, k in labels.items()])
   assert accuracy >= 0.5
-  assert f"Correct-classification rate: {accuracy:.4f}" in r.stdout
-  assert "Per-class statistics" in r.stdout and f"Samples: {len(labels)}" in r.stdout
+  report = (out / "report.md").read_text()  # the labelled report goes to --out, not stdout
+  assert f"Correct-classification rate: {accuracy:.4f}" in report
+  assert "Per-class statistics" in report and f"Samples: {len(labels)}" in report
+  assert f"report written to {out / 'report.md'}" in r.stderr
   assert "1 labelled file(s) not among the images: other.png" in r.stderr
-  assert (out / "report.md").exists() and (out / "confusion.png").exists()
+  skipped = [ln for ln in r.stderr.splitlines() if "notes.txt" in ln]
+  assert len(skipped) == 1 and skipped[0].startswith("warning: skipping")  # one line, no source
+  assert (out / "confusion.png").exists()
   # The same probabilities in-process.
   lm = inference.load_model(rdir)
   with pytest.warns(UserWarning, match="skipping .*notes.txt"):
     x, files = images.load_folder(folder, size=(32, 32), channels=3)
   probs = inference.predict_images(lm, x)
   assert [f"{p[k]:.4f}" for p, k in zip(probs, probs.argmax(1), strict=True)] == [
-    ln.split("\t")[2] for ln in lines
+    row[2] for row in rows
   ]
   y = inference.match_labels(files, inference.read_labels(csv, lm.class_names))
   assert y.tolist() == [labels[f] for f in files]
   with pytest.raises(DataError, match="no label for 1 image"):
     inference.match_labels(files, {f: 0 for f in files[1:]})
+
+  # Through predict's main in-process: JSON with the top 3 in batches of 2 (the same rows as
+  # one batch), the report of --labels without --out on stderr; CSV with a header.
+  from experiments import predict
+
+  def run(*args):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["predict", f"--model={rdir}", *args])
+    try:
+      with pytest.warns(UserWarning, match="notes.txt"):
+        predict.main(["predict"])
+    finally:
+      flags.FLAGS.unparse_flags()
+    return capsys.readouterr()
+
+  got = run(f"--images={folder}", "--format=json", "--top_k=3", "--batch_size=2", f"--labels={csv}")
+  doc = json.loads(got.out)
+  assert [d["file"] for d in doc] == [row[0] for row in rows]
+  for d, row in zip(doc, rows, strict=True):
+    ps = [t["probability"] for t in d["top"]]
+    assert len(ps) == 3 and ps == sorted(ps, reverse=True)
+    assert d["top"][0]["class"] == row[1] and abs(ps[0] - float(row[2])) < 6e-5
+  assert f"Correct-classification rate: {accuracy:.4f}" in got.err
+  table = run(f"--images={folder}", "--format=csv", "--top_k=2").out.splitlines()
+  assert table[0] == "file,class_1,probability_1,class_2,probability_2"
+  assert [line.split(",")[:3] for line in table[1:]] == rows
+  # An unreadable image: a message and exit status 2.
+  flags.FLAGS(["predict", f"--model={rdir}", f"--images={folder / 'notes.txt'}"])
+  try:
+    with pytest.raises(SystemExit) as exit_info, pytest.warns(UserWarning, match="notes.txt"):
+      predict.main(["predict"])
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert exit_info.value.code == 2
+  assert "no readable images" in capsys.readouterr().err
 
 
 def cifar10_mlp_class_names(rdir: Path) -> list[str]:
@@ -308,10 +347,10 @@ def test_fer2013_cnn_quick_study_evaluate_and_predict(tmp_path):
     f"--model={rdir}",
     "--split=PublicTest",
     f"--data_dir={tmp_path / 'data'}",
-    f"--out={tmp_path / 'report'}",
   )
   assert r.returncode == 0, r.stderr[-2000:]
   assert f"accuracy {acc:.4f}" in r.stdout
+  assert f"report: {rdir / 'eval' / 'PublicTest' / 'report.md'}" in r.stdout  # as in a study
   folder = tmp_path / "faces"
   folder.mkdir()
   raw = fer2013_faces(tmp_path / "data")
@@ -319,8 +358,9 @@ def test_fer2013_cnn_quick_study_evaluate_and_predict(tmp_path):
     Image.fromarray(raw[i, :, :, 0]).save(folder / f"face{i}.png")
   r = run_module("experiments.predict", f"--model={rdir}", f"--images={folder}")
   assert r.returncode == 0, r.stderr[-2000:]
-  lines = [ln.split("\t") for ln in r.stdout.splitlines() if ln.count("\t") == 2]
+  header, *lines = [ln.split("\t") for ln in r.stdout.splitlines()]
   probs = inference.predict_images(lm, raw[:3])
+  assert header == ["file", "class", "probability"]
   assert [ln[1] for ln in lines] == [lm.class_names[k] for k in probs.argmax(1)]
 
 

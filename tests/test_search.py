@@ -104,8 +104,9 @@ def test_two_workers_share_a_journal_study_and_hold_the_budget(fer_dir, tmp_path
   ok = [t for t in complete if not t.user_attrs["diverged"]]  # a diverged trial has no test
   assert all("test_acc/PrivateTest" in t.user_attrs for t in ok)
   assert (tmp_path / "leaderboard.csv").read_text().count("\n") == 5
-  for name in ("optimization_history", "parallel_coordinate", "slice"):
+  for name in ("optimization_history", "parallel_coordinate", "slice", "param_importances"):
     assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 0
+  assert st.metric_names == ["val_accuracy"]  # on Optuna's plots and in optuna-dashboard
   best = st.best_trial
   assert (tmp_path / "best" / "model.npz").exists()
   assert (tmp_path / "best" / "eval" / "PrivateTest").is_dir()

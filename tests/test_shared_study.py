@@ -128,6 +128,7 @@ def test_a_worker_drops_the_racing_enqueues_left_when_every_run_is_done(tmp_path
   finished used to leave the unclaimed copies WAITING in the study forever."""
   runs = sweep.expand(har_config.get_config("quick"))[:2]
   st = engine.open_study(har_config.get_config("quick"), tmp_path, log=lambda s: None)
+  assert st.metric_names == ["val_accuracy"]  # named for Optuna's plots and optuna-dashboard
   engine.enqueue(st, runs)
   engine.enqueue(st, runs)  # the other process's copies
   for run in runs:

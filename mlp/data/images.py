@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,20 @@ def load_folder(
   aspect, then resize). Files Pillow cannot read are skipped with a warning. ``folder`` may also
   be a single image file.
   """
+  batches = list(iter_folder(folder, size=size, channels=channels, resize=resize))
+  return np.concatenate([x for x, _ in batches]), [n for _, names in batches for n in names]
+
+
+def iter_folder(
+  folder: str | os.PathLike,
+  *,
+  size: tuple[int, int],
+  channels: int,
+  resize: str = "stretch",
+  batch_size: int = 1 << 30,
+) -> Iterator[tuple[np.ndarray, list[str]]]:
+  """:func:`load_folder` in batches of up to ``batch_size`` readable images, read as they are
+  needed: a folder of any size streams in bounded memory."""
   if channels not in (1, 3):
     raise ValueError(f"channels must be 1 or 3, got {channels}")
   if resize not in RESIZE_MODES:
@@ -77,7 +92,7 @@ def load_folder(
     paths = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.name)
   else:
     raise DataError(f"image folder {folder} not found; pass an existing folder of images.")
-  arrays, names = [], []
+  arrays, names, seen = [], [], 0
   for p in paths:
     try:
       with Image.open(p) as img:
@@ -87,8 +102,14 @@ def load_folder(
       warnings.warn(f"skipping {p}: not a readable image ({e})", stacklevel=2)
       continue
     names.append(p.name)
-  if not arrays:
+    if len(arrays) == batch_size:
+      seen += len(arrays)
+      yield np.stack(arrays), names
+      arrays, names = [], []
+  if arrays:
+    seen += len(arrays)
+    yield np.stack(arrays), names
+  if not seen:
     raise DataError(
       f"no readable images (PNG, JPEG, ...) in {folder}; put the images to classify there."
     )
-  return np.stack(arrays), names

@@ -138,7 +138,8 @@ def _copy_best(best: FrozenTrial, workdir: Path, log: Log) -> None:
 
 
 def _plots(st: optuna.Study, out: Path, log: Log) -> None:
-  """Optimisation history, parallel coordinates and one slice plot per hyperparameter (PNG)."""
+  """Optimisation history, parallel coordinates, one slice plot per hyperparameter and the
+  hyperparameters' importances (PNG)."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -153,6 +154,7 @@ def _plots(st: optuna.Study, out: Path, log: Log) -> None:
     "intermediate_values": lambda: ovm.plot_intermediate_values(st),  # pruned trials' curves
     "parallel_coordinate": lambda: ovm.plot_parallel_coordinate(st, params=always),
     "slice": lambda: ovm.plot_slice(st),
+    "param_importances": lambda: ovm.plot_param_importances(st),  # fANOVA on complete trials
   }
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -29,6 +29,7 @@ from mlp.search import journal
 
 Log = Callable[[str], None]
 JOURNAL_NAME = "study.journal"
+METRIC = "val_accuracy"  # the objective of studies and searches
 ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
 
 
@@ -118,6 +119,15 @@ def _hide_password(url: str) -> str:
     return url
   scheme, _, user = head.rpartition("://")
   return f"{scheme}://{user.split(':')[0]}:***@{tail}"
+
+
+def name_metric(st: optuna.Study) -> None:
+  """Name the objective ``val_accuracy`` in the study, for Optuna's plots and optuna-dashboard
+  (they say "Objective Value" otherwise)."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    if st.metric_names is None:
+      st.set_metric_names([METRIC])
 
 
 def rdb_of(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage | None:

@@ -65,6 +65,7 @@ def open_study(
     pruner=strategies.make_pruner(config),
     load_if_exists=True,
   )
+  storage_lib.name_metric(st)
   mine = _fingerprint(config)
   saved = st.user_attrs.get("search")
   if saved is None:
