@@ -8,7 +8,7 @@ without result.json is an interrupted run, removed when the run is trained again
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,23 @@ from mlp.data import Dataset
 
 Log = Callable[[str], None]
 
-METRIC_TAGS = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "learning_rate")
+CURVE_TAGS = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "learning_rate")
+
+
+def metric_tags(test_splits: Iterable[str]) -> list[str]:
+  """The HParams dashboard's metric columns: what a run ends with (:func:`final_scalars`)."""
+  tests = [f"test/{s}/{m}" for s in test_splits for m in ("top1", "loss")]
+  return ["accuracy/val_best", "epochs", *tests, "loss/val", "accuracy/val"]
+
+
+def final_scalars(result: dict) -> dict[str, float]:
+  """A finished run's scalars: best validation accuracy, stopping epoch, test top-1 and loss."""
+  out = {"accuracy/val_best": max(result["history"]["val_acc"], default=float("nan"))}
+  out["epochs"] = float(result["epochs"])
+  for split, ev in result["tests"].items():
+    out[f"test/{split}/top1"] = float(ev["topk"][0])
+    out[f"test/{split}/loss"] = float(ev.get("loss", float("nan")))
+  return out
 
 
 def vectorize_of(config: ml_collections.ConfigDict) -> bool:
@@ -163,6 +179,7 @@ def _train_chunk(group, runs, data, workdir, *, log, progress, prune=None) -> li
   for i, run in enumerate(runs):
     params, state = jax.tree.map(lambda a, i=i: a[i], (fit.params, fit.state))
     result = _finish_run(run, sub.spec, params, state, fit, i, data, workdir, refit=refits.get(i))
+    writers[i].scalars(final_scalars(result), step=result["epochs"])
     writers[i].close(status="failure" if result["diverged"] else "success")
     log(
       f"{progress} {run.id} done: {result['epochs']} epochs ({result['stop_reason']}), "

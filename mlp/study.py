@@ -141,11 +141,10 @@ def _run_study(config, workdir: Path, runs, data, data_given, data_dir, log: Log
   for note in data.notes:
     log(note)
   fileio.atomic_write_json(workdir / "config.json", config.to_dict())
-  hp = [sweep.hparams_of(r) for r in runs]
   tensorboard.write_hparams_config(
     workdir / "runs",
-    {k: sorted({tensorboard.hparam_value(h[k]) for h in hp}) for k in hp[0]},
-    list(runner.METRIC_TAGS),
+    tensorboard.domains([sweep.hparams_of(r) for r in runs]),
+    runner.metric_tags(data.tests),
   )
   try:
     engine.adopt(st, runs, workdir, log)

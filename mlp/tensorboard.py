@@ -63,6 +63,25 @@ def hparam_value(value: Any) -> HParamValue:
   raise TypeError(f"unsupported hyperparameter value {value!r} of type {type(value).__name__}")
 
 
+def flat_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+  """A tuple of floats (per-layer dropout rates) as one number per element, ``name/i``, so that
+  the HParams dashboard filters and plots them as numbers; other values stay as they are."""
+  out: dict[str, Any] = {}
+  for name, value in hparams.items():
+    if isinstance(value, tuple | list) and value and all(isinstance(v, float) for v in value):
+      out.update({f"{name}/{i}": v for i, v in enumerate(value)})
+    else:
+      out[str(name)] = value
+  return out
+
+
+def domains(hparams: Sequence[Mapping[str, Any]]) -> dict[str, list[HParamValue]]:
+  """Each (flattened) hyperparameter's values over runs: the domains for write_hparams_config."""
+  flat = [flat_hparams(h) for h in hparams]
+  names = dict.fromkeys(k for h in flat for k in h)
+  return {k: sorted({hparam_value(h[k]) for h in flat if k in h}) for k in names}
+
+
 def _proto_value(value: HParamValue) -> Any:
   """Returns a google.protobuf.Value holding `value`."""
   out = struct_pb2.Value()
@@ -139,7 +158,7 @@ class SummaryWriter:
     it defaults to a hash of the normalised hyperparameters. Values are normalised with
     `hparam_value`. The matching session end is written by `close`.
     """
-    values = {str(k): hparam_value(v) for k, v in hparams.items()}
+    values = {str(k): hparam_value(v) for k, v in flat_hparams(hparams).items()}
     if trial_id is None:
       blob = json.dumps(values, sort_keys=True, separators=(",", ":"))
       trial_id = hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -281,3 +300,13 @@ def read_hparams(logdir: str | os.PathLike) -> dict[str, HParamValue]:
     raise LookupError(f"no HParams session start in {os.fspath(logdir)}")
   info = hp_metadata.parse_session_start_info_plugin_data(content)
   return {name: _from_proto_value(v) for name, v in info.hparams.items()}
+
+
+def read_experiment(logdir: str | os.PathLike) -> tuple[dict[str, int], list[str]]:
+  """Reads back a study's HParams experiment with tensorboard's reader: ({hparam: data type
+  (api_pb2.DataType)}, metric tags). Raises LookupError if ``logdir`` has none."""
+  content = _read_hparams_data(logdir).get(hp_metadata.EXPERIMENT_TAG)
+  if content is None:
+    raise LookupError(f"no HParams experiment in {os.fspath(logdir)}")
+  exp = hp_metadata.parse_experiment_plugin_data(content)
+  return {h.name: h.type for h in exp.hparam_infos}, [m.name.tag for m in exp.metric_infos]

@@ -101,7 +101,12 @@ def test_tensorboard_events_hold_curves_and_hparams(finished):
   for run, result in zip(sweep.expand(cfg), results, strict=True):
     rdir = runner.run_dir(workdir, run)
     scalars = tensorboard.read_scalars(rdir)
-    assert set(runner.METRIC_TAGS) <= set(scalars)
+    assert set(runner.CURVE_TAGS) <= set(scalars)
+    # After the run: what it ended with, at its last epoch, as the HParams dashboard's metrics.
+    final = runner.final_scalars(result)
+    assert final["test/test/top1"] == result["tests"]["test"]["topk"][0]
+    for tag, value in final.items():
+      assert scalars[tag] == [(result["epochs"], pytest.approx(value, rel=1e-6))], tag
     steps = [s for s, _ in scalars["loss/val"]]
     assert steps == list(range(1, result["epochs"] + 1))
     vals = [v for _, v in scalars["loss/train"]]
@@ -109,6 +114,12 @@ def test_tensorboard_events_hold_curves_and_hparams(finished):
     hp = tensorboard.read_hparams(rdir)
     assert hp["batch_size"] == run.config.train.batch_size
     assert hp["hidden"] == sweep.fmt(run.config.model.hidden)
+    dropout = [hp[f"dropout/{i}"] for i in range(len(run.config.train.dropout))]
+    assert dropout == pytest.approx(list(run.config.train.dropout))  # numbers, not a string
+  types, metrics = tensorboard.read_experiment(workdir / "runs")
+  assert metrics[:3] == ["accuracy/val_best", "epochs", "test/test/top1"]
+  assert "learning_rate" not in metrics and set(metrics) <= set(scalars)
+  assert types["dropout/0"] == types["batch_size"] != types["hidden"]  # numbers; a string
 
 
 def test_figures_are_pngs(finished):

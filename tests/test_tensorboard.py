@@ -232,3 +232,29 @@ def test_read_scalars_edge_cases(tmp_path):
   assert tb.read_scalars(tmp_path) == {}
   tb.write_hparams_config(tmp_path, {"lr": None}, ["loss"])
   assert tb.read_scalars(tmp_path) == {}  # the experiment summary is not a scalar
+
+
+def test_dropout_rates_are_numbers_and_the_experiment_reads_back(tmp_path):
+  runs = [{"hidden": (300, 100), "dropout": (0.0, 0.5), "bs": 10}, {"hidden": (64,), "bs": 50}]
+  assert tb.flat_hparams(runs[0]) == {
+    "hidden": (300, 100),
+    "dropout/0": 0.0,
+    "dropout/1": 0.5,
+    "bs": 10,
+  }
+  assert tb.domains(runs) == {
+    "hidden": ["300-100", "64"],
+    "dropout/0": [0.0],
+    "dropout/1": [0.5],
+    "bs": [10, 50],
+  }
+  tb.write_hparams_config(tmp_path, tb.domains(runs), ["test/top1"])
+  types, metrics = tb.read_experiment(tmp_path)
+  assert metrics == ["test/top1"]
+  assert types["dropout/1"] == types["bs"] == api_pb2.DATA_TYPE_FLOAT64
+  assert types["hidden"] == api_pb2.DATA_TYPE_STRING
+  with tb.SummaryWriter(tmp_path / "run") as writer:
+    writer.hparams(runs[0])
+  assert tb.read_hparams(tmp_path / "run")["dropout/1"] == 0.5
+  with pytest.raises(LookupError, match="no HParams experiment"):
+    tb.read_experiment(tmp_path / "run")

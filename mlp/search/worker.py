@@ -318,16 +318,14 @@ def run_worker(
   name = study_name or config.name
   st = open_study(config, name, open_storage(storage, workdir, config, log))
   fileio.atomic_write_json(workdir / "config.json", config.to_dict())
-  tensorboard.write_hparams_config(
-    workdir / "runs",
-    {
-      k: None
-      for k in sweep.hparams_of(sweep.Run("x", 0, apply(config, base_params(config, space))))
-    },
-    list(runner.METRIC_TAGS),
-  )
   if data is None:
     data = data_lib.load(config.data, data_dir)
+  sample = sweep.hparams_of(sweep.Run("x", 0, apply(config, base_params(config, space))))
+  tensorboard.write_hparams_config(
+    workdir / "runs",
+    dict.fromkeys(tensorboard.flat_hparams(sample)),  # (no domains: the sampler chooses values)
+    runner.metric_tags(data.tests),
+  )
   for note in data.notes:
     log(note)
   log(
