@@ -198,7 +198,20 @@ def _report(config, runs, done: dict, data, workdir: Path, st, log: Log) -> list
         e for name, e in stored.items() if name.split("/")[0] in {r["name"] for r in ordered}
       ]
   results.write_results(config, ordered, data, workdir, ensembles=ensembles)
-  log(f"results: {workdir / 'results.md'}; figures: {workdir / 'figures'}")
+  best = results.best_run(ordered)
+  if best is not None:  # the study's answer in one line: chosen on validation, scored on test
+    tests = "; ".join(
+      f"{split} top-1..{len(ev['topk'])} " + " ".join(f"{a:.4f}" for a in ev["topk"])
+      for split, ev in best["tests"].items()
+    )
+    log(
+      f"best run by validation accuracy: {best['run']} (val top-1 {best['val']['topk'][0]:.4f})"
+      + (f"; {tests}" if tests else "")
+    )
+  log(
+    f"results: {workdir / 'results.md'}; figures: {workdir / 'figures'}; TensorBoard: "
+    f"tensorboard --logdir {workdir / 'runs'}"
+  )
   return ordered
 
 

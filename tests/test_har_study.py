@@ -91,6 +91,17 @@ def test_topk_in_table_matches_the_saved_model(finished, har_dir):
   assert model.meta["class_names"][0] == "WALKING"
 
 
+def test_the_study_ends_with_its_best_run_and_where_its_outputs_are(finished):
+  from mlp import results as results_lib
+
+  _, workdir, results, lines = finished
+  best = results_lib.best_run(results)
+  topk = best["tests"]["test"]["topk"]
+  assert f"best run by validation accuracy: {best['run']} (val top-1" in lines[-2]
+  assert lines[-2].endswith(f"test top-1..{len(topk)} " + " ".join(f"{a:.4f}" for a in topk))
+  assert lines[-1].endswith(f"tensorboard --logdir {workdir / 'runs'}")
+
+
 def test_learns_the_synthetic_task(finished):
   _, _, results, _ = finished
   assert max(r["tests"]["test"]["topk"][0] for r in results) > 0.8
