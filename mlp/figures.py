@@ -137,13 +137,20 @@ def plot_loss_curves(
   """Grid of train vs validation loss per epoch, one subplot per run; shared legend.
 
   ``curves[name] = {"train_loss": [...], "val_loss": [...]}`` (either may be missing). Non-finite
-  losses are left out of the plot and the subplot is marked "diverged".
+  losses are left out of the plot and the subplot is marked "diverged". Every panel has the same
+  axes and one y scale (log when the losses of all runs span more than three decades), so that
+  runs compare at a glance.
   """
   names = list(curves)
   nrows, ncols = _grid(len(names), ncols)
   fig = Figure(figsize=(3.3 * ncols + 0.4, 2.6 * nrows + 1.0), layout="constrained")
-  axes = fig.subplots(nrows, ncols, squeeze=False)
+  axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
   styles = {"train_loss": ("train", "tab:blue", "-"), "val_loss": ("validation", "tab:orange", "-")}
+  every = [run[k] for run in curves.values() for k in styles if k in run]
+  _maybe_log_scale(axes.flat[0], every)  # (shared: one scale for the whole grid)
+  longest = max((len(_finite(v)) for v in every), default=0)
+  if longest > 1:
+    axes.flat[0].set_xlim(1, longest)
   for idx, ax in enumerate(axes.flat):
     if idx >= len(names):
       ax.set_visible(False)
@@ -153,10 +160,6 @@ def plot_loss_curves(
     for key, (label, color, ls) in styles.items():
       if key in run:
         diverged |= _plot_series(ax, run[key], label=label, color=color, linestyle=ls, lw=1.3)
-    lengths = [len(_finite(run[k])) for k in styles if k in run]
-    if lengths and max(lengths) > 1:
-      ax.set_xlim(1, max(lengths))
-    _maybe_log_scale(ax, [run[k] for k in styles if k in run])
     if diverged:
       ax.text(
         0.97,
@@ -173,8 +176,9 @@ def plot_loss_curves(
     ax.grid(True, alpha=0.3)
     if idx % ncols == 0:
       ax.set_ylabel("loss", fontsize=8)
-    if idx + ncols >= len(names):
+    if idx + ncols >= len(names):  # nothing below: this panel shows the epochs
       ax.set_xlabel("epoch", fontsize=8)
+      ax.xaxis.set_tick_params(labelbottom=True)
   handles = [
     Line2D([], [], color=c, linestyle=ls, lw=1.5, label=lb) for lb, c, ls in styles.values()
   ]

@@ -229,6 +229,27 @@ def test_grid_figures(tmp_path, n):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["cm.png", "cm_raw.png", "loss.png"]
 
 
+def test_loss_curve_panels_share_their_axes_and_one_scale(tmp_path, monkeypatch):
+  from mlp import figures
+
+  saved = []
+  monkeypatch.setattr(figures, "save_figure", lambda fig, path: saved.append(fig))
+  # Run 1 spans five decades: every panel is log-scale, not only its own.
+  curves = {
+    "a": {"train_loss": [1.0, 0.5, 0.4], "val_loss": [1.1, 0.7, 0.6]},
+    "b": {"train_loss": [10.0, 1.0, 1e-4, 1e-4, 1e-4]},
+    "c": {"train_loss": [2.0, 1.0]},
+  }
+  plot_loss_curves(curves, tmp_path / "loss.png", title="t", ncols=2)
+  axes = [ax for ax in saved[0].axes if ax.get_visible()]
+  assert len(axes) == 3 and {ax.get_yscale() for ax in axes} == {"log"}
+  assert len({ax.get_ylim() for ax in axes}) == 1 and len({ax.get_xlim() for ax in axes}) == 1
+  assert axes[0].get_xlim() == (1, 5)
+  saved.clear()
+  plot_loss_curves({k: curves[k] for k in "ac"}, tmp_path / "loss.png", title="t")
+  assert {ax.get_yscale() for ax in saved[0].axes if ax.get_visible()} == {"linear"}
+
+
 def test_confusion_grid_rejects_wrong_shape(tmp_path):
   with pytest.raises(ValueError):
     plot_confusion_grid({"a": np.eye(3)}, HAR, tmp_path / "x.png", title="x")
