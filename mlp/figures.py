@@ -1,4 +1,4 @@
-"""Figures (PNG): loss curves, confusion matrices, training histories.
+"""Figures (PNG): loss curves, confusion matrices, training histories, a search's slice plots.
 
 Matplotlib runs headless on the Agg backend; figures are built with the object-oriented
 ``matplotlib.figure.Figure`` API (no pyplot global state, nothing to close). Every file is written
@@ -10,6 +10,7 @@ import os
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -308,4 +309,48 @@ def plot_training_history(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=9)
   fig.suptitle(title)
+  save_figure(fig, path)
+
+
+def plot_slices(
+  points: Mapping[str, tuple[Sequence[Any], Sequence[float], Sequence[int]]],
+  path: PathLike,
+  *,
+  metric: str,
+  log_x: Sequence[str] = (),
+  ncols: int = 3,
+) -> None:
+  """A search's slice plots in a grid: one panel per hyperparameter, the metric of each trial
+  against the value it tried, coloured by trial number (later trials darker).
+
+  ``points[name] = (values, metrics, trial numbers)``; names in ``log_x`` get a log x axis;
+  categorical values (strings, tuples) are placed at their sorted positions.
+  """
+  names = list(points)
+  nrows, ncols = _grid(len(names), ncols)
+  fig = Figure(figsize=(3.6 * ncols, 2.8 * nrows + 0.6), layout="constrained")
+  axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+  numbers = [n for _, _, ns in points.values() for n in ns]
+  top = max(numbers, default=1) or 1
+  for idx, ax in enumerate(axes.flat):
+    if idx >= len(names):
+      ax.set_visible(False)
+      continue
+    name = names[idx]
+    values, ys, ns = points[name]
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+      xs = np.asarray(values, dtype=np.float64)
+    else:  # categorical: one position per distinct value
+      cats = sorted({str(v) for v in values})
+      xs = np.asarray([cats.index(str(v)) for v in values], dtype=np.float64)
+      ax.set_xticks(range(len(cats)), cats, rotation=30, ha="right")
+    ax.scatter(xs, ys, c=np.asarray(ns) / top, cmap="Blues", vmin=-0.3, vmax=1, s=18)
+    if name in log_x:
+      ax.set_xscale("log")
+    ax.set_title(_wrap(name), fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.3)
+    if idx % ncols == 0:
+      ax.set_ylabel(metric, fontsize=8)
+  fig.suptitle(f"{metric} by hyperparameter (darker: later trials)", fontsize=11)
   save_figure(fig, path)

@@ -250,6 +250,28 @@ def test_loss_curve_panels_share_their_axes_and_one_scale(tmp_path, monkeypatch)
   assert {ax.get_yscale() for ax in saved[0].axes if ax.get_visible()} == {"linear"}
 
 
+def test_slice_plots_are_a_grid_with_log_and_categorical_axes(tmp_path, monkeypatch):
+  from mlp import figures
+
+  points = {
+    "learning_rate": ([1e-4, 1e-2, 1e-3], [0.3, 0.4, 0.45], [0, 1, 2]),
+    "hidden": (["300-100", "500", "300-100"], [0.3, 0.4, 0.45], [0, 1, 2]),
+    "momentum": ([0.0, 0.9], [0.3, 0.4], [0, 1]),
+    "batch_size": ([10, 50], [0.4, 0.45], [1, 2]),
+  }
+  log_x = ["learning_rate"]
+  figures.plot_slices(points, tmp_path / "slice.png", metric="val_accuracy", log_x=log_x)
+  assert_png(tmp_path / "slice.png")
+  saved = []
+  monkeypatch.setattr(figures, "save_figure", lambda fig, path: saved.append(fig))
+  figures.plot_slices(points, tmp_path / "s.png", metric="val_accuracy", log_x=log_x)
+  axes = [ax for ax in saved[0].axes if ax.get_visible()]
+  assert len(saved[0].axes) == 6 and len(axes) == 4  # 2 rows of 3, not one row of 4
+  assert [ax.get_xscale() for ax in axes] == ["log", "linear", "linear", "linear"]
+  assert [t.get_text() for t in axes[1].get_xticklabels()] == ["300-100", "500"]
+  assert axes[0].get_ylabel() == "val_accuracy"
+
+
 def test_confusion_grid_rejects_wrong_shape(tmp_path):
   with pytest.raises(ValueError):
     plot_confusion_grid({"a": np.eye(3)}, HAR, tmp_path / "x.png", title="x")

@@ -13,7 +13,8 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from mlp import fileio, tables
+from mlp import figures, fileio, tables
+from mlp.search import storage as storage_lib
 from mlp.search.space import hparams
 
 Log = Callable[[str], None]
@@ -153,9 +154,27 @@ def _plots(st: optuna.Study, out: Path, log: Log) -> None:
     "optimization_history": lambda: ovm.plot_optimization_history(st),
     "intermediate_values": lambda: ovm.plot_intermediate_values(st),  # pruned trials' curves
     "parallel_coordinate": lambda: ovm.plot_parallel_coordinate(st, params=always),
-    "slice": lambda: ovm.plot_slice(st),
     "param_importances": lambda: ovm.plot_param_importances(st),  # fANOVA on complete trials
   }
+  points: dict[str, tuple[list, list, list]] = {}  # the slice plot, in a grid (not one row)
+  for t in done:
+    for name, value in t.params.items():
+      for column, x in zip(
+        points.setdefault(name, ([], [], [])), (value, t.value, t.number), strict=True
+      ):
+        column.append(x)
+  log_x = [
+    n
+    for t in done
+    for n, d in t.distributions.items()
+    if isinstance(d, optuna.distributions.FloatDistribution | optuna.distributions.IntDistribution)
+    and d.log
+  ]
+  try:
+    if points:
+      figures.plot_slices(points, out / "slice.png", metric=storage_lib.METRIC, log_x=log_x)
+  except Exception as e:  # noqa: BLE001 (a plot must not lose the search's results)
+    log(f"figure slice skipped: {e}")
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     for name, draw in plots.items():
@@ -165,9 +184,7 @@ def _plots(st: optuna.Study, out: Path, log: Log) -> None:
         log(f"figure {name} skipped: {e}")
         continue
       fig = np.asarray(axes).ravel()[0].figure
-      if name == "slice":
-        fig.set_size_inches(max(8, 3 * len(np.asarray(axes).ravel())), 4)
-      elif name == "parallel_coordinate":
+      if name == "parallel_coordinate":
         fig.set_size_inches(max(10, 1.6 * len(always)), 6)
       fig.tight_layout()
       fileio.atomic_write(
