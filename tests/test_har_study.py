@@ -92,14 +92,47 @@ def test_topk_in_table_matches_the_saved_model(finished, har_dir):
 
 
 def test_the_study_ends_with_its_best_run_and_where_its_outputs_are(finished):
-  from mlp import results as results_lib
-
   _, workdir, results, lines = finished
   best = results_lib.best_run(results)
   topk = best["tests"]["test"]["topk"]
   assert f"best run by validation accuracy: {best['run']} (val top-1" in lines[-2]
   assert lines[-2].endswith(f"test top-1..{len(topk)} " + " ".join(f"{a:.4f}" for a in topk))
   assert lines[-1].endswith(f"tensorboard --logdir {workdir / 'runs'}")
+
+
+def test_the_estimator_gives_a_study_runs_numbers(finished, har_dir):
+  """mlp.MLPClassifier on arrays, with a study run's settings: the same epochs and accuracy."""
+  from mlp import MLPClassifier
+
+  cfg, _, results, _ = finished
+  run, result = sweep.expand(cfg)[-1], results[-1]  # the dropout run: rates, regular dropout
+  t = run.config.train
+  fields = ("batch_size", "learning_rate", "momentum", "l2", "dropout", "max_epochs")
+  fields += ("early_stopping", "gap", "gap_min_epoch", "patience", "monitor")
+  clf = MLPClassifier(
+    run.config.model.hidden,
+    seed=run.seed,
+    dropout_kind=run.config.model.dropout,
+    softmax_grad=run.config.model.softmax_grad,
+    **{k: t[k] for k in fields},
+  )
+  data = data_lib.load(cfg.data, str(har_dir))
+  clf.fit(data.x_train, data.y_train, data.x_val, data.y_val)
+  assert clf.n_epochs_ == result["epochs"] and clf.stop_reason_ == result["stop_reason"]
+  x_test, y_test = data.tests["test"]
+  assert clf.score(x_test, y_test) == result["tests"]["test"]["topk"][0]
+  assert clf.predict_proba(x_test).shape == (len(x_test), len(data.class_names))
+  # Any label values (classes_ in sorted order); without a validation set a stratified tenth of
+  # the rows is held out for the stopping rule.
+  labels = np.asarray(data.class_names)
+  held = MLPClassifier((32,), learning_rate=0.05, max_epochs=30)
+  held.fit(data.x_train, labels[data.y_train])
+  assert list(held.classes_) == sorted(labels) and set(held.predict(x_test)) <= set(labels)
+  assert held.score(x_test, labels[y_test]) > 0.6
+  with pytest.raises(TypeError, match="unknown setting 'learning_rat'"):
+    MLPClassifier(learning_rat=0.1)
+  with pytest.raises(RuntimeError, match="not fitted"):
+    MLPClassifier().predict(x_test)
 
 
 def test_learns_the_synthetic_task(finished):

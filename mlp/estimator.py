@@ -1,0 +1,120 @@
+"""A scikit-learn-style classifier for arrays, trained by the studies' own jitted code.
+
+    from mlp import MLPClassifier
+
+    clf = MLPClassifier(hidden=(300, 100), learning_rate=0.01, momentum=0.9).fit(x, y)
+    clf.predict(x_test), clf.predict_proba(x_test), clf.score(x_test, y_test)
+
+Every setting is a field of a study config's ``train`` or ``model`` section (configs/base.py, at
+its defaults): ``dropout`` is the per-layer rates (train.dropout) and ``dropout_kind`` the model's
+kind (model.dropout); an unknown name is a TypeError. ``fit`` takes a validation set, or holds out
+``validation_fraction`` of the training rows (stratified, seeded), for the stopping rule: the same
+config, data and seed give the same numbers as a study's run (mlp.runner).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from mlp import sweep, train
+
+RENAMED = {"dropout_kind": ("model", "dropout")}  # train.dropout (rates) keeps the plain name
+
+
+class MLPClassifier:
+  """Fully connected ReLU net with a softmax output and hand-written backprop (mlp.train.fit)."""
+
+  def __init__(
+    self,
+    hidden: tuple[int, ...] = (300,),
+    *,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    **settings: Any,
+  ) -> None:
+    from configs import base  # the study configs' defaults
+
+    config = base.get_config()
+    config.model.hidden = tuple(int(h) for h in hidden)
+    for name, value in settings.items():
+      section, field = RENAMED.get(name) or next(
+        ((s, name) for s in ("train", "model") if name in config[s]), (None, name)
+      )
+      if section is None:
+        raise TypeError(
+          f"MLPClassifier got an unknown setting {name!r}; settings are the fields of a config's "
+          "train and model sections (configs/base.py), e.g. learning_rate, momentum, dropout"
+        )
+      config[section][field] = tuple(value) if isinstance(value, list) else value
+    if not 0.0 < validation_fraction < 1.0:
+      raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    self.config, self.validation_fraction, self.seed = config, float(validation_fraction), seed
+    self.settings = {"hidden": tuple(hidden), **settings}
+
+  def fit(
+    self,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+  ) -> MLPClassifier:
+    """Train on ``x`` (n, features) and integer labels ``y`` (classes 0..C-1); validation on
+    (x_val, y_val), else on a held-out stratified ``validation_fraction`` of the rows."""
+    x, y = np.asarray(x, np.float32), np.asarray(y)
+    if x.ndim != 2 or y.shape != (len(x),):
+      raise ValueError(f"x must be (n, features) and y (n,), got {x.shape} and {y.shape}")
+    self.classes_, y = np.unique(y, return_inverse=True)
+    if x_val is None:
+      x, y, x_val, y_val = self._hold_out(x, y)
+    else:
+      x_val = np.asarray(x_val, np.float32)
+      y_val = np.searchsorted(self.classes_, np.asarray(y_val))
+    run = sweep.Run("estimator", int(self.seed), self.config)
+    shape, n_classes = (x.shape[1],), len(self.classes_)
+    (group,) = sweep.group_by_shape([run], shape, n_classes)
+    fit = train.fit(
+      group.spec,
+      group.hyper(),
+      group.keys(),
+      (x, y.astype(np.int32), x_val, y_val.astype(np.int32)),
+      max_epochs=group.max_epochs,
+      stopping=group.stopping,
+    )
+    self.spec_, self.hyper_ = group.spec, sweep.hyper_of(self.config, shape, n_classes)
+    self.params_, self.state_ = jax.tree.map(lambda a: a[0], (fit.params, fit.state))
+    self.history_, self.n_epochs_ = fit.history[0], int(fit.epochs[0])
+    self.stop_reason_ = fit.stop_reason[0]
+    return self
+
+  def _hold_out(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(self.seed)
+    val = np.concatenate(
+      [
+        rng.permutation(idx)[: max(1, round(self.validation_fraction * len(idx)))]
+        for idx in (np.flatnonzero(y == k) for k in range(len(self.classes_)))
+      ]
+    )
+    keep = np.setdiff1d(np.arange(len(y)), val)
+    return x[keep], y[keep], x[np.sort(val)], y[np.sort(val)]
+
+  def predict_proba(self, x: np.ndarray) -> np.ndarray:
+    """(n, classes) probabilities, columns in the order of ``classes_``."""
+    if not hasattr(self, "params_"):
+      raise RuntimeError("this MLPClassifier is not fitted yet: call fit(x, y) first")
+    lp = train.log_probs(self.spec_, self.params_, self.state_, self.hyper_, np.asarray(x))
+    return np.exp(lp)
+
+  def predict(self, x: np.ndarray) -> np.ndarray:
+    best = self.predict_proba(x).argmax(1)  # (raises first when not fitted)
+    return self.classes_[best]
+
+  def score(self, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy on (x, y)."""
+    return float(np.mean(self.predict(x) == np.asarray(y)))
+
+  def get_params(self, deep: bool = True) -> dict[str, Any]:  # noqa: ARG002 (scikit-learn API)
+    """The constructor's arguments (scikit-learn's clone and grid search use them)."""
+    return {**self.settings, "validation_fraction": self.validation_fraction, "seed": self.seed}
