@@ -160,6 +160,22 @@ def test_tensorboard_events_hold_curves_and_hparams(finished):
     assert hp["hidden"] == sweep.fmt(run.config.model.hidden)
     dropout = [hp[f"dropout/{i}"] for i in range(len(run.config.train.dropout))]
     assert dropout == pytest.approx(list(run.config.train.dropout))  # numbers, not a string
+  # What the HParams dashboard shows: its session-groups handler (the plugin's HTTP route).
+  from tensorboard import context
+  from tensorboard.plugins.hparams import api_pb2, list_session_groups
+
+  from tests.test_tensorboard import hparams_backend
+
+  backend, _ = hparams_backend(workdir / "runs")
+  request = api_pb2.ListSessionGroupsRequest(
+    start_index=0, slice_size=100, allowed_statuses=[api_pb2.STATUS_SUCCESS]
+  )
+  groups = list_session_groups.Handler(context.RequestContext(), backend, "", request).run()
+  shown = {g.name: {m.name.tag: m.value for m in g.metric_values} for g in groups.session_groups}
+  assert set(shown) == {r["run"] for r in results}
+  for r in results:
+    assert shown[r["run"]]["test/test/top1"] == pytest.approx(r["tests"]["test"]["topk"][0])
+    assert "learning_rate" not in shown[r["run"]]
   types, metrics = tensorboard.read_experiment(workdir / "runs")
   assert metrics[:3] == ["accuracy/val_best", "epochs", "test/test/top1"]
   assert "learning_rate" not in metrics and set(metrics) <= set(scalars)
