@@ -22,6 +22,7 @@ from mlp.data import Dataset
 
 Log = Callable[[str], None]
 
+TRAIN_LOG = "train.log"  # a run's epoch and result lines, whatever the console shows
 CURVE_TAGS = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "learning_rate")
 
 
@@ -116,7 +117,7 @@ def _train_chunk(group, runs, data, workdir, *, log, progress, prune=None) -> li
     kind = str(data.preprocess.get("kind", "raw"))
     init = transfer.initializer(sub.init_from, sub.spec.net, data.class_names, kind)
     log(f"{progress} {transfer.describe(sub.init_from, data.class_names)}")
-  writers, logs = [], []
+  writers, logs, texts = [], [], []
   for run in runs:
     rdir = run_dir(workdir, run)
     shutil.rmtree(rdir, ignore_errors=True)  # an interrupted attempt's files
@@ -126,6 +127,7 @@ def _train_chunk(group, runs, data, workdir, *, log, progress, prune=None) -> li
     w.hparams(sweep.hparams_of(run), trial_id=run.id)
     writers.append(w)
     logs.append(open(rdir / "metrics.jsonl", "w"))  # noqa: SIM115 (closed below)
+    texts.append(open(rdir / TRAIN_LOG, "w"))  # noqa: SIM115 (the run's own lines, always)
   start = time.perf_counter()
 
   def on_epoch(epoch: int, members: np.ndarray, m: dict[str, np.ndarray]) -> list[int]:
@@ -144,12 +146,15 @@ def _train_chunk(group, runs, data, workdir, *, log, progress, prune=None) -> li
       )
       logs[i].write(json.dumps({"epoch": epoch, **row}) + "\n")
       logs[i].flush()
-      log(
+      line = (
         f"{progress} {runs[i].id} epoch {epoch}/{group.max_epochs}  "
         f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
         f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  "
         f"({time.perf_counter() - start:.1f}s)"
       )
+      texts[i].write(line + "\n")
+      texts[i].flush()
+      log(line)
       if prune is not None and prune(runs[i], epoch, row):
         stop.append(int(i))
         log(f"{progress} {runs[i].id} pruned at epoch {epoch}")
@@ -172,7 +177,7 @@ def _train_chunk(group, runs, data, workdir, *, log, progress, prune=None) -> li
       w.close(status="failure")
     raise
   finally:
-    for f in logs:
+    for f in logs + texts:
       f.close()
   refits = _refit(sub, runs, fit, data, log=log, progress=progress, init=init)
   results = []
@@ -181,11 +186,14 @@ def _train_chunk(group, runs, data, workdir, *, log, progress, prune=None) -> li
     result = _finish_run(run, sub.spec, params, state, fit, i, data, workdir, refit=refits.get(i))
     writers[i].scalars(final_scalars(result), step=result["epochs"])
     writers[i].close(status="failure" if result["diverged"] else "success")
-    log(
+    line = (
       f"{progress} {run.id} done: {result['epochs']} epochs ({result['stop_reason']}), "
       + ", ".join(f"{k} top-1 {v['topk'][0]:.4f}" for k, v in result["tests"].items())
       + f", {result['seconds']:.1f}s"
     )
+    with open(run_dir(workdir, run) / TRAIN_LOG, "a") as f:
+      f.write(line + "\n")
+    log(line)
     results.append(result)
   return results
 

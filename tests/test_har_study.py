@@ -135,6 +135,14 @@ def test_the_estimator_gives_a_study_runs_numbers(finished, har_dir):
     MLPClassifier().predict(x_test)
 
 
+def test_each_run_keeps_its_own_log(finished):
+  cfg, workdir, results, _ = finished
+  for run, result in zip(sweep.expand(cfg), results, strict=True):
+    text = (runner.run_dir(workdir, run) / runner.TRAIN_LOG).read_text().splitlines()
+    assert len(text) == result["epochs"] + 1 and f"done: {result['epochs']} epochs" in text[-1]
+    assert all(f"{run.id} epoch {e + 1}/" in t for e, t in enumerate(text[:-1]))
+
+
 def test_learns_the_synthetic_task(finished):
   _, _, results, _ = finished
   assert max(r["tests"]["test"]["topk"][0] for r in results) > 0.8
