@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from mlp import sweep, train
+from mlp.data import common
 
 RENAMED = {"dropout_kind": ("model", "dropout")}  # train.dropout (rates) keeps the plain name
 
@@ -90,15 +91,8 @@ class MLPClassifier:
     return self
 
   def _hold_out(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
-    rng = np.random.default_rng(self.seed)
-    val = np.concatenate(
-      [
-        rng.permutation(idx)[: max(1, round(self.validation_fraction * len(idx)))]
-        for idx in (np.flatnonzero(y == k) for k in range(len(self.classes_)))
-      ]
-    )
-    keep = np.setdiff1d(np.arange(len(y)), val)
-    return x[keep], y[keep], x[np.sort(val)], y[np.sort(val)]
+    keep, val = common.stratified_split(y, self.validation_fraction, self.seed)
+    return x[keep], y[keep], x[val], y[val]
 
   def predict_proba(self, x: np.ndarray) -> np.ndarray:
     """(n, classes) probabilities, columns in the order of ``classes_``."""

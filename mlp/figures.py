@@ -8,7 +8,7 @@ atomically (mlp.fileio).
 import math
 import os
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -317,7 +317,7 @@ def plot_slices(
   path: PathLike,
   *,
   metric: str,
-  log_x: Sequence[str] = (),
+  log_x: Collection[str] = (),
   ncols: int = 3,
 ) -> None:
   """A search's slice plots in a grid: one panel per hyperparameter, the metric of each trial

@@ -163,13 +163,13 @@ def _plots(st: optuna.Study, out: Path, log: Log) -> None:
         points.setdefault(name, ([], [], [])), (value, t.value, t.number), strict=True
       ):
         column.append(x)
-  log_x = [
+  log_x = {
     n
     for t in done
     for n, d in t.distributions.items()
     if isinstance(d, optuna.distributions.FloatDistribution | optuna.distributions.IntDistribution)
     and d.log
-  ]
+  }
   try:
     if points:
       figures.plot_slices(points, out / "slice.png", metric=storage_lib.METRIC, log_x=log_x)
