@@ -191,6 +191,12 @@ def study_main(default_config: str) -> Callable[[list[str]], None]:
     False,
     "Write results.md/csv and the figures from the storage alone (no data, no training).",
   )
+  verbose = flags.DEFINE_bool(
+    "verbose",
+    False,
+    "Print a line per epoch of every run (each run's train.log always has them); by default a "
+    "progress bar on a terminal, else a status line every 20 s.",
+  )
 
   def run(config, workdir, *, data_dir):
     from mlp import crossval, study
@@ -199,7 +205,12 @@ def study_main(default_config: str) -> Callable[[list[str]], None]:
       study.report_only(config, workdir, storage=storage.value, study_name=study_name.value)
       return
     results = study.run_study(
-      config, workdir, data_dir=data_dir, storage=storage.value, study_name=study_name.value
+      config,
+      workdir,
+      data_dir=data_dir,
+      storage=storage.value,
+      study_name=study_name.value,
+      verbose=verbose.value,
     )
     if config.get("report", {}).get("baselines"):
       crossval.compare_on_test(config, results, workdir, data_dir=data_dir)

@@ -27,7 +27,7 @@ import ml_collections
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from mlp import fileio, runner, sweep
+from mlp import fileio, progress, runner, sweep
 from mlp.data import Dataset
 from mlp.search import storage as storage_lib
 
@@ -185,9 +185,11 @@ def work(
   *,
   vectorize: bool,
   log: Log,
+  events: Callable[[dict], None] | None = None,
 ) -> int:
   """Claim and train the study's runs until each is COMPLETE or failed with an error; returns
-  how many this worker trained. Waits while other workers train the last runs."""
+  how many this worker trained. Waits while other workers train the last runs. ``events``:
+  training's progress events (runner.train_group)."""
   workdir = Path(workdir)
   index = {r.id: i for i, r in enumerate(runs)}
   group_of = {
@@ -223,7 +225,7 @@ def work(
       if not claimed:
         time.sleep(POLL_S)
         continue
-      trained += _train(st, claimed, runs, index, data, workdir, vectorize, hb, log)
+      trained += _train(st, claimed, runs, index, data, workdir, vectorize, hb, log, events)
   finally:
     hb.close()
 
@@ -256,7 +258,7 @@ def _claim(st, trials, index, group_of, vectorize: bool, hb) -> list[tuple[int, 
   return claimed
 
 
-def _train(st, claimed, runs, index, data, workdir: Path, vectorize, hb, log) -> int:
+def _train(st, claimed, runs, index, data, workdir: Path, vectorize, hb, log, events) -> int:
   storage = storage_lib.storage_of(st)
   pending = dict(claimed)  # trial id -> run id
   tid_of = {run_id: tid for tid, run_id in claimed}
@@ -271,6 +273,8 @@ def _train(st, claimed, runs, index, data, workdir: Path, vectorize, hb, log) ->
       _tell(st, tid, result, log)  # trained here, killed before telling
       pending.pop(tid)
       hb.remove(tid)
+      if events is not None:
+        events(progress.done_event(run.id, f"{run.id} was trained here before: told the study"))
     else:
       todo.append(run)
 
@@ -291,6 +295,7 @@ def _train(st, claimed, runs, index, data, workdir: Path, vectorize, hb, log) ->
         done=index[group.runs[0].id],  # the progress prefix: its place in the study's runs
         total=len(runs),
         on_result=tell,
+        events=events,
       )
   except BaseException as e:
     reason = "interrupted" if isinstance(e, KeyboardInterrupt) else "error"

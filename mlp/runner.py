@@ -16,7 +16,18 @@ import jax
 import ml_collections
 import numpy as np
 
-from mlp import checkpoint, figures, fileio, metrics, report, sweep, tensorboard, train, transfer
+from mlp import (
+  checkpoint,
+  figures,
+  fileio,
+  metrics,
+  progress,
+  report,
+  sweep,
+  tensorboard,
+  train,
+  transfer,
+)
 from mlp import data as data_lib
 from mlp.data import Dataset
 
@@ -89,20 +100,23 @@ def train_group(
   total: int,
   on_result: Callable[[dict], None] | None = None,
   prune: Callable[[sweep.Run, int, dict[str, float]], bool] | None = None,
+  events: Callable[[dict], None] | None = None,
 ) -> list[dict]:
   """Train the runs of one shape group (as one population, or one by one) and save each.
 
   ``done`` runs of ``total`` are finished before this group (for the progress prefix).
   ``on_result(result)`` is called as soon as each run is saved. ``prune(run, epoch, metrics)``,
   asked after every epoch of every run, stops the run there when it says so (a search's pruner).
+  Each epoch and each finished run is an event for ``events`` (mlp.progress), or without it a
+  line for ``log``.
   """
   chunks = [group.runs] if vectorize else [[r] for r in group.runs]
   results = []
   for chunk in chunks:
     first, last = done + len(results) + 1, done + len(results) + len(chunk)
-    progress = f"[{first}/{total}]" if first == last else f"[{first}-{last}/{total}]"
+    progress_prefix = f"[{first}/{total}]" if first == last else f"[{first}-{last}/{total}]"
     for result in _train_chunk(
-      group, chunk, data, workdir, log=log, progress=progress, prune=prune
+      group, chunk, data, workdir, log=log, prefix=progress_prefix, prune=prune, events=events
     ):
       results.append(result)
       if on_result is not None:
@@ -110,13 +124,13 @@ def train_group(
   return results
 
 
-def _train_chunk(group, runs, data, workdir, *, log, progress, prune=None) -> list[dict]:
+def _train_chunk(group, runs, data, workdir, *, log, prefix, prune=None, events=None) -> list:
   sub = group._replace(runs=runs)
   init = None
   if sub.init_from:
     kind = str(data.preprocess.get("kind", "raw"))
     init = transfer.initializer(sub.init_from, sub.spec.net, data.class_names, kind)
-    log(f"{progress} {transfer.describe(sub.init_from, data.class_names)}")
+    log(f"{prefix} {transfer.describe(sub.init_from, data.class_names)}")
   writers, logs, texts = [], [], []
   for run in runs:
     rdir = run_dir(workdir, run)
@@ -147,17 +161,20 @@ def _train_chunk(group, runs, data, workdir, *, log, progress, prune=None) -> li
       logs[i].write(json.dumps({"epoch": epoch, **row}) + "\n")
       logs[i].flush()
       line = (
-        f"{progress} {runs[i].id} epoch {epoch}/{group.max_epochs}  "
+        f"{prefix} {runs[i].id} epoch {epoch}/{group.max_epochs}  "
         f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
         f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  "
         f"({time.perf_counter() - start:.1f}s)"
       )
       texts[i].write(line + "\n")
       texts[i].flush()
-      log(line)
+      if events is None:
+        log(line)
+      else:
+        events(progress.epoch_event(runs[i].id, epoch, group.max_epochs, row["val_acc"], line))
       if prune is not None and prune(runs[i], epoch, row):
         stop.append(int(i))
-        log(f"{progress} {runs[i].id} pruned at epoch {epoch}")
+        log(f"{prefix} {runs[i].id} pruned at epoch {epoch}")
     return stop
 
   try:
@@ -179,7 +196,7 @@ def _train_chunk(group, runs, data, workdir, *, log, progress, prune=None) -> li
   finally:
     for f in logs + texts:
       f.close()
-  refits = _refit(sub, runs, fit, data, log=log, progress=progress, init=init)
+  refits = _refit(sub, runs, fit, data, log=log, prefix=prefix, init=init)
   results = []
   for i, run in enumerate(runs):
     params, state = jax.tree.map(lambda a, i=i: a[i], (fit.params, fit.state))
@@ -187,18 +204,21 @@ def _train_chunk(group, runs, data, workdir, *, log, progress, prune=None) -> li
     writers[i].scalars(final_scalars(result), step=result["epochs"])
     writers[i].close(status="failure" if result["diverged"] else "success")
     line = (
-      f"{progress} {run.id} done: {result['epochs']} epochs ({result['stop_reason']}), "
+      f"{prefix} {run.id} done: {result['epochs']} epochs ({result['stop_reason']}), "
       + ", ".join(f"{k} top-1 {v['topk'][0]:.4f}" for k, v in result["tests"].items())
       + f", {result['seconds']:.1f}s"
     )
     with open(run_dir(workdir, run) / TRAIN_LOG, "a") as f:
       f.write(line + "\n")
-    log(line)
+    if events is None:
+      log(line)
+    else:
+      events(progress.done_event(run.id, line))
     results.append(result)
   return results
 
 
-def _refit(group: sweep.Group, runs, fit: train.FitResult, data: Dataset, *, log, progress, init):
+def _refit(group: sweep.Group, runs, fit: train.FitResult, data: Dataset, *, log, prefix, init):
   """{member: (params, state, epochs, seconds)} of the runs with ``train.refit``, each trained
   again on train + val for the epochs validation chose (:func:`train.chosen_epochs`)."""
   which = [i for i, r in enumerate(runs) if r.config.train.get("refit", False)]
@@ -206,7 +226,7 @@ def _refit(group: sweep.Group, runs, fit: train.FitResult, data: Dataset, *, log
     return {}
   epochs = [train.chosen_epochs(fit.history[i], group.stopping, fit.epochs[i]) for i in which]
   log(
-    f"{progress} refit on train + val ({len(data.y_train) + len(data.y_val)} rows): "
+    f"{prefix} refit on train + val ({len(data.y_train) + len(data.y_val)} rows): "
     + ", ".join(f"{runs[i].id} {n} epochs" for i, n in zip(which, epochs, strict=True))
   )
   out = train.refit(

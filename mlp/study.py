@@ -31,6 +31,7 @@ from mlp import (
   ensemble,
   fileio,
   lock,
+  progress,
   results,
   runner,
   sweep,
@@ -119,11 +120,14 @@ def run_study(
   data: Dataset | None = None,
   storage: str | None = None,
   study_name: str | None = None,
+  verbose: bool = False,
 ) -> list[dict]:
   """Train every run of ``config`` not yet finished in the study; write results and figures.
 
   With ``config.workers`` != 1 on CPU the runs are trained in worker processes (mlp.workers);
   a ``data`` object given here keeps training in this process (workers load from ``data_dir``).
+  Progress is a bar on a terminal, else periodic lines (mlp.progress); ``verbose`` adds a line
+  per epoch of every run.
   """
   workdir = Path(workdir)
   runs = sweep.expand(config)
@@ -134,10 +138,11 @@ def run_study(
   workdir.mkdir(parents=True, exist_ok=True)
   with lock.hold(workdir, log):  # one owner per workdir (a second launcher exits, mlp.lock)
     st = engine.open_study(config, workdir, storage=storage, name=study_name, log=log)
-    return _run_study(config, workdir, runs, data, data_given, data_dir, log, st, storage)
+    args = (config, workdir, runs, data, data_given, data_dir, log, st, storage, verbose)
+    return _run_study(*args)
 
 
-def _run_study(config, workdir: Path, runs, data, data_given, data_dir, log: Log, st, url) -> list:
+def _run_study(config, workdir: Path, runs, data, data_given, data_dir, log: Log, st, url, verbose):
   for note in data.notes:
     log(note)
   fileio.atomic_write_json(workdir / "config.json", config.to_dict())
@@ -164,12 +169,29 @@ def _run_study(config, workdir: Path, runs, data, data_given, data_dir, log: Log
   engine.enqueue(st, sorted(todo, key=lambda r: -cost[r.id]))  # most expensive first
   pending = len(runs) - len(finished)
   n_workers = workers.count(config, pending) if data_given is None else 1
-  if n_workers > 1:
-    workers.run(
-      workdir, n_workers, data_dir=data_dir, storage=url, study_name=st.study_name, log=log
-    )
-  elif pending:
-    engine.work(st, runs, data, workdir, vectorize=runner.vectorize_of(config), log=log)
+  bar = progress.Progress(
+    len(runs),
+    len(finished),
+    log=log,
+    verbose=verbose,
+    weights={r.id: cost[r.id] for r in runs if r.id not in finished},
+  )
+  try:
+    if n_workers > 1:
+      workers.run(
+        workdir,
+        n_workers,
+        data_dir=data_dir,
+        storage=url,
+        study_name=st.study_name,
+        log=bar.line,
+        feed=bar.feed,
+      )
+    elif pending:
+      vectorize = runner.vectorize_of(config)
+      engine.work(st, runs, data, workdir, vectorize=vectorize, log=bar.line, events=bar.event)
+  finally:
+    bar.close()
   trials = st.get_trials(deepcopy=False)
   failed = engine.failures(trials, runs)
   done = engine.results(trials, runs)

@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,12 +97,14 @@ def run(
   storage: str | None,
   study_name: str,
   log: Callable[[str], None],
+  feed: Callable[[str], None] | None = None,
 ) -> None:
   """Start ``n`` worker processes on the study's trials (mlp.engine); return when all exit.
 
-  The study's config must already be in ``workdir/config.json`` and its runs enqueued. Raises
-  WorkerError when a worker fails; on KeyboardInterrupt the workers are interrupted too and
-  waited for.
+  The study's config must already be in ``workdir/config.json`` and its runs enqueued. Each line
+  a worker prints (a message, or a progress event: mlp.progress) goes to ``feed`` (default
+  ``log``). Raises WorkerError when a worker fails; on KeyboardInterrupt the workers are
+  interrupted too and waited for.
   """
   workdir = Path(workdir)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
@@ -114,9 +117,16 @@ def run(
       cmd += ["--storage", storage]
     if data_dir:
       cmd += ["--data_dir", str(data_dir)]
-    procs.append(subprocess.Popen(cmd, env=env))
+    procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, bufsize=1))
+  readers = [
+    threading.Thread(target=_relay, args=(p.stdout, feed or log), daemon=True) for p in procs
+  ]
+  for t in readers:
+    t.start()
   try:
     codes = [p.wait() for p in procs]
+    for t in readers:
+      t.join()  # every line a worker printed is shown before the study goes on
   except BaseException:
     # Ctrl-C in a terminal reaches the workers too (same process group); give them a moment to
     # stop on their own, then interrupt the ones that did not get it, then kill.
@@ -140,6 +150,13 @@ def run(
     )
 
 
+def _relay(stream, feed: Callable[[str], None]) -> None:
+  """Pass a worker's stdout on, line by line, until it closes."""
+  with stream:
+    for line in stream:
+      feed(line.rstrip("\n"))
+
+
 def _exit_text(i: int, code: int) -> str:
   if code < 0:  # killed by a signal: it printed nothing
     try:
@@ -161,7 +178,6 @@ def _exit_with_parent(poll_s: float = 0.5) -> None:
   """Exit as soon as the parent study dies (even by kill -9), mid-run included: an orphaned
   worker would otherwise race a rerun for the same run folder. The run it was training has no
   result.json, so the rerun trains it again from scratch."""
-  import threading
   import time
 
   parent = os.getppid()
@@ -186,7 +202,7 @@ def worker_main(argv: list[str] | None = None) -> None:
   limit_xla_threads(args.index)
 
   from mlp import data as data_lib
-  from mlp import engine
+  from mlp import engine, progress
 
   workdir = Path(args.workdir)
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
@@ -195,7 +211,8 @@ def worker_main(argv: list[str] | None = None) -> None:
   log = lambda s: _say(f"{tag} {s}")  # noqa: E731
   st = engine.open_study(config, workdir, storage=args.storage, name=args.study, log=log)
   data = data_lib.load(config.data, args.data_dir)
-  engine.work(st, sweep.expand(config), data, workdir, vectorize=False, log=log)
+  events = lambda ev: _say(progress.encode(ev))  # noqa: E731 (the parent shows them)
+  engine.work(st, sweep.expand(config), data, workdir, vectorize=False, log=log, events=events)
 
 
 if __name__ == "__main__":

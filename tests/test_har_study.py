@@ -135,6 +135,14 @@ def test_the_estimator_gives_a_study_runs_numbers(finished, har_dir):
     MLPClassifier().predict(x_test)
 
 
+def test_worker_progress_reaches_the_study_without_epoch_lines(finished):
+  _, _, results, lines = finished
+  done = [ln for ln in lines if " done: " in ln]  # relayed from the two worker processes
+  assert sorted(ln.split()[1] for ln in done) == sorted(r["run"] for r in results)
+  assert not any(" epoch " in ln for ln in lines)  # those are for --verbose and train.log
+  assert f"progress: {len(results)}/{len(results)} runs done" in "\n".join(lines)
+
+
 def test_each_run_keeps_its_own_log(finished):
   cfg, workdir, results, _ = finished
   for run, result in zip(sweep.expand(cfg), results, strict=True):
@@ -396,6 +404,7 @@ def test_ctrl_c_stops_the_workers_and_the_study_resumes(har_dir, tmp_path):
     "--config.grid.train.momentum=(0.0,)",  # 5 runs
     "--config.train.max_epochs=10",  # ~20 s of work in all: still in flight at the first epoch
     "--config.train.gap_min_epoch=10",
+    "--verbose",  # epoch lines: the test sees when training has started
   ]
   cmd = [sys.executable, "-m", "experiments.har_ablation", *args]
   # A handled (not ignored) SIGINT here is reset to the default in the child at exec, so Python
@@ -413,8 +422,8 @@ def test_ctrl_c_stops_the_workers_and_the_study_resumes(har_dir, tmp_path):
   finally:
     signal.signal(signal.SIGINT, previous)
   for line in p.stdout:
-    if line.startswith("[w") and " epoch " in line:
-      break  # both workers have started training
+    if " epoch " in line:
+      break  # a worker has started training
   os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C does: SIGINT to the whole foreground group
   _, err = p.communicate(timeout=120)
   assert p.returncode == 130, err
@@ -480,6 +489,9 @@ def test_cli_runs_quick_config_and_rejects_unknown_field(har_dir, tmp_path):
     "random_forest",
   }
   assert "McNemar" in ok.stdout
+  # Off a terminal: a line per finished run and periodic status lines, no epoch lines.
+  assert " epoch " not in ok.stdout and ok.stdout.count(" done: 1 epochs") == 5
+  assert "progress: 5/5 runs done" in ok.stdout
 
 
 def test_best_run_is_compared_with_baselines_by_mcnemar(finished, har_dir):
@@ -577,10 +589,11 @@ def test_workers_exit_when_the_study_process_is_killed(har_dir, tmp_path):
     "--config.workers=2",
     "--config.train.max_epochs=20000",
     "--config.train.gap_min_epoch=20000",  # runs far longer than the wait below
+    "--verbose",
   ]
   p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
   for line in p.stdout:
-    if line.startswith("[w") and " epoch " in line:
+    if " epoch " in line:
       break  # the workers are training
   children = _children(p.pid)
   assert len(children) == 2
