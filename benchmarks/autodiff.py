@@ -33,10 +33,10 @@ def loss_and_aux(net, params, state, x, labels, hyper, *, weights=None, key=None
 _grad = jax.grad(loss_and_aux, argnums=1, has_aux=True)
 
 
-def autodiff_gradients(spec: train.Spec, params, state, x, y, weights, layer_hyper, key):
+def autodiff_gradients(spec: train.Spec, params, state, x, y, weights, hyper: train.Hyper, key):
   """``train.hand_gradients`` with jax.grad of the loss in place of model.backward."""
   grads, (state, logits) = _grad(
-    spec.net, params, state, x, y, layer_hyper, weights=weights, key=key
+    spec.net, params, state, x, y, hyper.layers, weights=weights, key=key
   )
   return grads, state, logits
 

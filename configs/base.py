@@ -36,7 +36,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.learning_rate = 0.01
   c.train.momentum = 0.0  # heavy-ball momentum, Eq. 4
   c.train.l2 = 0.0
-  c.train.lr_decay = 1.0  # learning rate x this per epoch
+  c.train.lr_decay = 1.0  # learning rate x this per epoch (schedule epoch_decay)
+  c.train.optimizer = "sgd"  # sgd (heavy ball, Eq. 4) | nesterov | adam | adamw (momentum: beta1)
+  c.train.beta2 = 0.999  # adam, adamw
+  c.train.schedule = "epoch_decay"  # epoch_decay | cosine (to 0 over max_epochs)
+  c.train.warmup_epochs = 0.0  # linear learning-rate warm-up, per step
+  c.train.label_smoothing = 0.0  # targets (1 - eps) onehot + eps / classes
   c.train.dropout = (0.0, 0.0)  # rate per Dense-layer input: (input, hidden 1, ...)
   c.train.max_epochs = 100
   c.train.early_stopping = "patience"  # gap | patience | none

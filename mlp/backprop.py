@@ -70,9 +70,25 @@ def softmax_backward(dp: jax.Array, p: jax.Array) -> jax.Array:
 # -------------------------------------------------------------- negative log-likelihood (NLL)
 
 
-def nll_loss(log_p: jax.Array, labels: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-  """L = -sum_b w_b log p_{b, y_b} / sum_b w_b  (w = 1: the minibatch mean)."""
+def targets(labels: jax.Array, classes: int, smoothing: jax.Array | float, dtype) -> jax.Array:
+  """Label smoothing (Szegedy et al. 2016): q = (1 - eps) onehot(y) + eps / K; eps = 0: onehot."""
+  onehot = jax.nn.one_hot(labels, classes, dtype=dtype)
+  return (1 - smoothing) * onehot + smoothing / classes
+
+
+def nll_loss(
+  log_p: jax.Array,
+  labels: jax.Array,
+  weights: jax.Array | None = None,
+  smoothing: jax.Array | float = 0.0,
+) -> jax.Array:
+  """L = -sum_b w_b sum_i q_{b,i} log p_{b,i} / sum_b w_b  (w = 1: the minibatch mean), with the
+  smoothed targets q of :func:`targets` (eps = 0: the NLL -log p_{b, y_b})."""
   picked = jnp.take_along_axis(log_p, labels[:, None], axis=-1)[:, 0]
+  # sum_i q_i log p_i = (1 - eps) log p_y + eps mean_i log p_i; where(): eps = 0 is exactly the
+  # NLL, also when some log p is -inf (0 * -inf would be nan).
+  smoothed = (1 - smoothing) * picked + smoothing * jnp.mean(log_p, axis=-1)
+  picked = jnp.where(jnp.asarray(smoothing) > 0, smoothed, picked)
   if weights is None:
     return -jnp.mean(picked)
   return -jnp.sum(weights * picked) / jnp.maximum(jnp.sum(weights), 1)
@@ -85,26 +101,35 @@ def _sample_scale(labels: jax.Array, weights: jax.Array | None, dtype) -> jax.Ar
   return (weights / jnp.maximum(jnp.sum(weights), 1)).astype(dtype)[:, None]
 
 
-def nll_backward(p: jax.Array, labels: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-  """dL/dp_{b,i} = -w_b 1[i = y_b] / (p_{b,i} sum w).
+def nll_backward(
+  p: jax.Array,
+  labels: jax.Array,
+  weights: jax.Array | None = None,
+  smoothing: jax.Array | float = 0.0,
+) -> jax.Array:
+  """dL/dp_{b,i} = -w_b q_{b,i} / (p_{b,i} sum w)  (q = onehot(y) without smoothing).
 
   p is floored at the dtype's smallest normal number so a saturated wrong prediction gives a large
   finite gradient rather than inf; the floor is far below anything a trained net outputs.
   """
-  onehot = jax.nn.one_hot(labels, p.shape[-1], dtype=p.dtype)
+  q = targets(labels, p.shape[-1], smoothing, p.dtype)
   safe_p = jnp.maximum(p, jnp.finfo(p.dtype).tiny)
-  return -onehot / safe_p * _sample_scale(labels, weights, p.dtype)
+  return -q / safe_p * _sample_scale(labels, weights, p.dtype)
 
 
 def softmax_nll_backward(
-  p: jax.Array, labels: jax.Array, weights: jax.Array | None = None
+  p: jax.Array,
+  labels: jax.Array,
+  weights: jax.Array | None = None,
+  smoothing: jax.Array | float = 0.0,
 ) -> jax.Array:
-  """Fused softmax + NLL: dL/dz = (p - onehot(y)) w / sum w  (= (p - onehot)/B for a plain batch).
+  """Fused softmax + NLL: dL/dz = (p - q) w / sum w  (= (p - onehot)/B for a plain batch).
 
-  Follows from J^T dp with dp = -onehot/p:  p_i (dp_i - sum_j p_j dp_j) = p_i - 1[i = y].
+  Follows from J^T dp with dp = -q/p:  p_i (dp_i - sum_j p_j dp_j) = -q_i + p_i sum_j q_j
+  = p_i - q_i, since the targets sum to 1 (also when smoothed).
   """
-  onehot = jax.nn.one_hot(labels, p.shape[-1], dtype=p.dtype)
-  return (p - onehot) * _sample_scale(labels, weights, p.dtype)
+  q = targets(labels, p.shape[-1], smoothing, p.dtype)
+  return (p - q) * _sample_scale(labels, weights, p.dtype)
 
 
 # ------------------------------------------------------------------------------------- dropout

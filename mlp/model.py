@@ -231,9 +231,15 @@ def forward(
   return probs, Cache(tuple(caches), h, probs), tuple(new_state)
 
 
-def nll(cache: Cache, labels: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-  """Mean negative log-likelihood of the labels, from the cached logits (stable log-softmax)."""
-  return backprop.nll_loss(backprop.log_softmax(cache.logits), labels, weights)
+def nll(
+  cache: Cache,
+  labels: jax.Array,
+  weights: jax.Array | None = None,
+  smoothing: jax.Array | float = 0.0,
+) -> jax.Array:
+  """Mean negative log-likelihood of the (smoothed) labels, from the cached logits (stable
+  log-softmax)."""
+  return backprop.nll_loss(backprop.log_softmax(cache.logits), labels, weights, smoothing)
 
 
 def weight_mask(params: Params) -> Params:
@@ -270,11 +276,13 @@ def loss(
   *,
   l2: jax.Array = 0.0,
   weights: jax.Array | None = None,
+  smoothing: jax.Array | float = 0.0,
   **forward_kwargs,
 ) -> jax.Array:
-  """Training objective NLL + (lambda / 2) sum ||W||^2, built only from forward functions."""
+  """Training objective NLL (of targets smoothed by ``smoothing``) + (lambda / 2) sum ||W||^2,
+  built only from forward functions."""
   _, cache, _ = forward(net, params, state, x, hyper, **forward_kwargs)
-  return nll(cache, labels, weights) + l2_penalty(params, l2)
+  return nll(cache, labels, weights, smoothing) + l2_penalty(params, l2)
 
 
 def backward(
@@ -286,21 +294,24 @@ def backward(
   *,
   weights: jax.Array | None = None,
   l2: jax.Array | None = None,
+  smoothing: jax.Array | float = 0.0,
   softmax_grad: str = "fused",
   frozen: frozenset[int] = frozenset(),
 ) -> Params:
   """Gradient of :func:`loss` w.r.t. every parameter, by the backward fold in the module doc.
 
-  ``softmax_grad="fused"`` uses dz = (p - onehot)/B; ``"jacobian"`` pushes dL/dp = -onehot/(p B)
-  through the full softmax Jacobian (HAR study Eq. 1-2). ``weights`` (B,) weight each sample's
-  loss (0 for padding in a final partial batch); ``l2`` adds the penalty's gradient.
+  ``softmax_grad="fused"`` uses dz = (p - q)/B; ``"jacobian"`` pushes dL/dp = -q/(p B) through
+  the full softmax Jacobian (HAR study Eq. 1-2); q = onehot(y), or its label-smoothed form.
+  ``weights`` (B,) weight each sample's loss (0 for padding in a final partial batch); ``l2``
+  adds the penalty's gradient.
   Layers in ``frozen`` get zero gradients (their dparams are never used, so XLA drops that work),
   and the fold stops at the lowest layer that is not frozen: nothing below it needs dx.
   """
   if softmax_grad == "fused":
-    dh = backprop.softmax_nll_backward(cache.probs, labels, weights)
+    dh = backprop.softmax_nll_backward(cache.probs, labels, weights, smoothing)
   elif softmax_grad == "jacobian":
-    dh = backprop.softmax_backward(backprop.nll_backward(cache.probs, labels, weights), cache.probs)
+    dp = backprop.nll_backward(cache.probs, labels, weights, smoothing)
+    dh = backprop.softmax_backward(dp, cache.probs)
   else:
     raise ValueError(f"softmax_grad must be 'fused' or 'jacobian', got {softmax_grad!r}")
   zeros = lambda p: jax.tree.map(jnp.zeros_like, p)  # noqa: E731

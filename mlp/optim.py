@@ -1,4 +1,5 @@
-"""Parameter updates: optax transformations fed by the explicit gradients of mlp.model.backward.
+"""Parameter updates: optax transformations fed by the explicit gradients of mlp.model.backward,
+and the learning-rate schedules.
 
 Every hyperparameter here may be a traced jax array, so a new value never recompiles the step.
 """
@@ -76,6 +77,60 @@ def epoch_learning_rate(learning_rate: jax.Array, decay: jax.Array, epoch: jax.A
   return learning_rate * jnp.power(decay, epoch)
 
 
-def init_state(params: model.Params) -> optax.OptState:
-  """State for :func:`heavy_ball` (its layout does not depend on hyperparameter values)."""
-  return heavy_ball(0.0, 0.0, 0.0).init(params)
+def step_learning_rates(schedule: str, hyper, epoch: jax.Array, steps: int) -> jax.Array:
+  """The learning rate of each of an epoch's ``steps`` minibatch steps, shape (steps,) + eta's.
+
+  ``epoch_decay``: eta decay^epoch (the studies' schedule, :func:`epoch_learning_rate`);
+  ``cosine``: eta (1 + cos(pi min(t / horizon, 1))) / 2 at t = epoch + step / steps epochs
+  (SGDR without restarts, Loshchilov & Hutter 2017). Either times a linear warm-up
+  min(1, (t + 1 / steps) / warmup) when ``hyper.warmup`` > 0 (Goyal et al. 2017); with
+  warmup 0 the factor is exactly 1.
+  """
+  frac = jnp.arange(steps, dtype=jnp.float32) / steps
+  frac = frac.reshape((steps,) + (1,) * jnp.ndim(hyper.learning_rate))
+  t = epoch + frac  # epochs trained before each step
+  if schedule == "cosine":
+    done = jnp.minimum(t / hyper.horizon, 1.0)
+    base = hyper.learning_rate * 0.5 * (1 + jnp.cos(jnp.pi * done))
+  else:
+    base = epoch_learning_rate(hyper.learning_rate, hyper.lr_decay, epoch) + jnp.zeros_like(t)
+  warm = jnp.minimum((t + 1 / steps) / jnp.maximum(hyper.warmup, 1e-12), 1.0)
+  return base * jnp.where(hyper.warmup > 0, warm, 1.0)
+
+
+def l2_penalty(l2: jax.Array) -> optax.GradientTransformation:
+  """g <- g + lambda W on the weights (not biases, scales, shifts): the gradient of L2."""
+  return optax.add_decayed_weights(l2, mask=model.weight_mask)
+
+
+def optimizer(
+  name: str,
+  learning_rate: jax.Array,
+  momentum: jax.Array,
+  l2: jax.Array,
+  beta2: jax.Array = 0.999,
+) -> optax.GradientTransformation:
+  """The update rule ``name``, fed by the hand-written gradients; every value may be traced.
+
+  - ``sgd``: :func:`heavy_ball` (Eq. 4), the studies' rule.
+  - ``nesterov``: L2, then Nesterov momentum v = mu v + g, step g + mu v (optax.trace), then -eta.
+  - ``adam``: L2 on the gradient, then Adam's bias-corrected moments (beta1 = ``momentum``,
+    beta2), then -eta (Kingma & Ba 2015).
+  - ``adamw``: Adam's step plus the decoupled weight decay ``l2`` W, then -eta (Loshchilov &
+    Hutter 2019; optax.adamw's order).
+  """
+  lr = optax.scale_by_learning_rate(learning_rate)
+  if name == "sgd":
+    return heavy_ball(learning_rate, momentum, l2)
+  if name == "nesterov":
+    return optax.chain(l2_penalty(l2), optax.trace(decay=momentum, nesterov=True), lr)
+  if name == "adam":
+    return optax.chain(l2_penalty(l2), optax.scale_by_adam(b1=momentum, b2=beta2), lr)
+  if name == "adamw":
+    return optax.chain(optax.scale_by_adam(b1=momentum, b2=beta2), l2_penalty(l2), lr)
+  raise ValueError(f"unknown optimizer {name!r}: use sgd, nesterov, adam or adamw")
+
+
+def init_state(params: model.Params, name: str = "sgd") -> optax.OptState:
+  """State for :func:`optimizer` ``name`` (its layout does not depend on hyperparameter values)."""
+  return optimizer(name, 0.0, 0.0, 0.0).init(params)

@@ -10,15 +10,22 @@ import numpy as np
 
 from mlp import model
 
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+SCHEDULES = ("epoch_decay", "cosine")
+
 
 class Hyper(NamedTuple):
   """Per-run hyperparameters; each a scalar array (or (P,) for a population)."""
 
   learning_rate: jax.Array
-  momentum: jax.Array
-  l2: jax.Array
-  lr_decay: jax.Array
+  momentum: jax.Array  # heavy-ball or Nesterov mu; Adam's beta1
+  l2: jax.Array  # L2 on the weights (AdamW: the decoupled weight decay)
+  lr_decay: jax.Array  # per-epoch factor of the epoch_decay schedule
   layers: model.LayerHyper  # per layer: dropout rate, batch-norm momentum, or ()
+  smoothing: jax.Array  # label smoothing eps of the targets
+  warmup: jax.Array  # epochs of linear learning-rate warm-up (0: none)
+  horizon: jax.Array  # epochs over which the cosine schedule anneals to 0
+  beta2: jax.Array  # Adam's second-moment decay
 
 
 def make_hyper(
@@ -28,6 +35,10 @@ def make_hyper(
   l2: float = 0.0,
   lr_decay: float = 1.0,
   layers: model.LayerHyper = (),
+  smoothing: float = 0.0,
+  warmup: float = 0.0,
+  horizon: float = 1.0,
+  beta2: float = 0.999,
   dtype=np.float32,
 ) -> Hyper:
   """A single run's :class:`Hyper` as host arrays, checking ranges with readable errors.
@@ -39,12 +50,27 @@ def make_hyper(
     (0 <= momentum < 1, f"momentum must be in [0, 1), got {momentum}"),
     (l2 >= 0, f"l2 must be >= 0, got {l2}"),
     (0 < lr_decay <= 1, f"lr_decay must be in (0, 1], got {lr_decay}"),
+    (0 <= smoothing < 1, f"label_smoothing must be in [0, 1), got {smoothing}"),
+    (warmup >= 0, f"warmup_epochs must be >= 0, got {warmup}"),
+    (horizon > 0, f"the cosine schedule's horizon must be > 0 epochs, got {horizon}"),
+    (0 <= beta2 < 1, f"beta2 must be in [0, 1), got {beta2}"),
   ]
   for ok, msg in checks:
     if not ok:
       raise ValueError(msg)
   per_layer = tuple(h if isinstance(h, tuple) else np.asarray(h, dtype) for h in layers)
-  return Hyper(*(np.asarray(v, dtype) for v in (learning_rate, momentum, l2, lr_decay)), per_layer)
+  a = lambda v: np.asarray(v, dtype)  # noqa: E731
+  return Hyper(
+    learning_rate=a(learning_rate),
+    momentum=a(momentum),
+    l2=a(l2),
+    lr_decay=a(lr_decay),
+    layers=per_layer,
+    smoothing=a(smoothing),
+    warmup=a(warmup),
+    horizon=a(horizon),
+    beta2=a(beta2),
+  )
 
 
 def stack(items: Sequence) -> object:
@@ -64,6 +90,8 @@ class Spec:
   flip: bool = False  # augmentation: mirror each training image left-right with probability 1/2
   shift: int = 0  # augmentation: translate each training image by up to this many pixels
   frozen: tuple[int, ...] = ()  # layers (indices into net.layers) whose parameters never change
+  optimizer: str = "sgd"  # sgd (heavy ball, Eq. 4) | nesterov | adam | adamw (mlp.optim)
+  schedule: str = "epoch_decay"  # epoch_decay (eta decay^epoch) | cosine (mlp.optim)
 
   def __post_init__(self):
     if (self.flip or self.shift) and len(self.net.input_shape) != 3:
@@ -72,6 +100,10 @@ class Spec:
       )
     if self.shift < 0:
       raise ValueError(f"augmentation shift must be >= 0 pixels, got {self.shift}")
+    if self.optimizer not in OPTIMIZERS:
+      raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
     if self.softmax_grad not in ("fused", "jacobian"):
       raise ValueError(f"softmax_grad must be fused/jacobian, got {self.softmax_grad!r}")
     if self.batch_size < 1:

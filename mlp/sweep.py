@@ -94,6 +94,15 @@ ADDED_FIELDS = {
     "refit": False,
     "freeze": "",
     "diverge": 100.0,
+    **(
+      UPDATE_RULE := {
+        "optimizer": "sgd",
+        "schedule": "epoch_decay",
+        "warmup_epochs": 0.0,
+        "label_smoothing": 0.0,
+        "beta2": 0.999,
+      }
+    ),
   },
   "data": {"classes": []},
 }
@@ -196,6 +205,8 @@ def spec_of(
     flip=bool(t.get("augment_flip", False)),
     shift=int(t.get("augment_shift", 0)),
     frozen=model.parse_freeze(t.get("freeze", ""), net),
+    optimizer=str(t.get("optimizer", "sgd")),
+    schedule=str(t.get("schedule", "epoch_decay")),
   )
 
 
@@ -210,6 +221,10 @@ def hyper_of(
     l2=float(t.l2),
     lr_decay=float(t.lr_decay),
     layers=network_of(cfg, input_shape, num_classes)[1],
+    smoothing=float(t.get("label_smoothing", 0.0)),
+    warmup=float(t.get("warmup_epochs", 0.0)),
+    horizon=float(t.max_epochs),  # the cosine schedule anneals over the epoch budget
+    beta2=float(t.get("beta2", 0.999)),
   )
 
 
@@ -246,10 +261,10 @@ def group_by_shape(runs: list[Run], input_shape: Sequence[int], num_classes: int
   """Group runs by (static shape, epoch budget, stopping rule), keeping first-seen order."""
   groups: dict[tuple, Group] = {}
   for run in runs:
-    spec = spec_of(run.config, input_shape, num_classes)
-    hyper_of(run.config, input_shape, num_classes)  # validate values before any training starts
     if int(run.config.train.max_epochs) < 1:
       raise ValueError(f"train.max_epochs must be >= 1, got {run.config.train.max_epochs}")
+    spec = spec_of(run.config, input_shape, num_classes)
+    hyper_of(run.config, input_shape, num_classes)  # validate values before any training starts
     init_from = str(run.config.model.get("init_from", "") or "")
     key = (spec, int(run.config.train.max_epochs), stopping_of(run.config), init_from)
     groups.setdefault(key, Group(*key[:3], runs=[], init_from=init_from)).runs.append(run)
@@ -266,6 +281,8 @@ def hparams_of(run: Run) -> dict[str, Any]:
   hp["momentum"] = float(cfg.train.momentum)
   hp["l2"] = float(cfg.train.l2)
   hp["lr_decay"] = float(cfg.train.lr_decay)
+  chosen = {k: cfg.train.get(k, default) for k, default in UPDATE_RULE.items()}
+  hp.update({k: v for k, v in chosen.items() if v != UPDATE_RULE[k]})  # when not the default
   if not arch:
     hp["dropout"] = tuple(float(r) for r in cfg.train.dropout)
   hp["seed"] = run.seed

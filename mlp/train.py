@@ -48,19 +48,20 @@ def augment(spec: Spec, key: jax.Array, x: jax.Array) -> jax.Array:
   return imgs.reshape(x.shape)
 
 
-def hand_gradients(spec: Spec, params, state, x, y, weights, layer_hyper, key):
+def hand_gradients(spec: Spec, params, state, x, y, weights, hyper: Hyper, key):
   """One step's (grads, new state, logits): model.forward, then the hand-written model.backward."""
   net, frozen = spec.net, frozenset(spec.frozen)
   _, cache, state = model.forward(
-    net, params, state, x, layer_hyper, train=True, key=key, frozen=frozen
+    net, params, state, x, hyper.layers, train=True, key=key, frozen=frozen
   )
   grads = model.backward(
     net,
     params,
     cache,
     y,
-    layer_hyper,
+    hyper.layers,
     weights=weights,
+    smoothing=hyper.smoothing,
     softmax_grad=spec.softmax_grad,
     frozen=frozen,
   )
@@ -89,22 +90,20 @@ def _train_epoch(
   weights = None
   if pad:
     weights = jnp.concatenate([jnp.ones(n, x.dtype), jnp.zeros(pad, x.dtype)]).reshape(steps, bs)
-  lr = optim.epoch_learning_rate(hyper.learning_rate, hyper.lr_decay, epoch)
-  tx = optim.freeze(optim.heavy_ball(lr, hyper.momentum, hyper.l2), spec.frozen)
+  lrs = optim.step_learning_rates(spec.schedule, hyper, epoch, steps)
 
   def step(carry, inputs):
     params, state, opt_state = carry
-    batch_idx, w, t = inputs
+    batch_idx, w, t, lr = inputs
     step_key = jax.random.fold_in(epoch_key, t + 1)  # dropout masks: one split per layer
     xb = augment(spec, jax.random.fold_in(step_key, 1 << 20), x[batch_idx])
-    grads, state, logits = gradients(
-      spec, params, state, xb, y[batch_idx], w, hyper.layers, step_key
-    )
-    updates, opt_state = tx.update(grads, opt_state, params)
+    grads, state, logits = gradients(spec, params, state, xb, y[batch_idx], w, hyper, step_key)
+    rule = optim.optimizer(spec.optimizer, lr, hyper.momentum, hyper.l2, hyper.beta2)
+    updates, opt_state = optim.freeze(rule, spec.frozen).update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return (params, state, opt_state), logits
 
-  inputs = (idx, weights, jnp.arange(steps))
+  inputs = (idx, weights, jnp.arange(steps), lrs)
   # An even unroll: heavy_ball's state is the previous params, so after two steps every buffer is
   # back in its loop-carried slot; with one step per loop body XLA would copy every weight.
   unroll = spec.unroll + spec.unroll % 2
@@ -281,7 +280,7 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
   params, state = _init_population(spec.net, keys, dtype)
   if init is not None:
     params, state = jax.tree.map(lambda a: jnp.asarray(a, dtype), init(params, state))
-  opt_state = jax.vmap(optim.init_state)(params)
+  opt_state = jax.vmap(functools.partial(optim.init_state, name=spec.optimizer))(params)
   best = (params, state)  # jnp.where in _select makes new buffers, so this alias is never mutated
   best_val = np.full(n, np.inf)
   wait = np.zeros(n, int)
@@ -292,6 +291,7 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
   bound = stopping.diverge * math.log(spec.net.num_classes)  # a loss past it: diverged
   start = time.perf_counter()
   seconds = np.zeros(n)
+  steps = math.ceil(len(y_tr) / spec.batch_size)  # per epoch (the learning rate logged: step 0's)
   for epoch in range(max_epochs):
     params, state, opt_state, _ = population_epoch(
       spec,
@@ -307,7 +307,7 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
     )
     tr_loss, tr_acc = map(np.asarray, population_evaluate(spec, params, state, hyper, x_tr, y_tr))
     va_loss, va_acc = map(np.asarray, population_evaluate(spec, params, state, hyper, x_va, y_va))
-    lr = np.asarray(optim.epoch_learning_rate(hyper.learning_rate, hyper.lr_decay, epoch))
+    lr = np.asarray(optim.step_learning_rates(spec.schedule, hyper, epoch, steps)[0])
     metrics = dict(train_loss=tr_loss, val_loss=va_loss, train_acc=tr_acc, val_acc=va_acc, lr=lr)
     done = epoch + 1
     for i in np.flatnonzero(active):

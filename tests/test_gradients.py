@@ -86,39 +86,52 @@ def test_softmax_backward_full_jacobian(batch):
   )
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("batch", [1, 50])
-def test_nll_backward_wrt_probs(batch, weighted):
+def test_nll_backward_wrt_probs(batch, weighted, smoothing):
   p = backprop.softmax_forward(rand(0, batch, 6))
   y = jax.random.randint(jax.random.key(1), (batch,), 0, 6)
   w = (jnp.arange(batch) % 3 != 2).astype(jnp.float64).at[0].set(1.0) if weighted else None
 
   def loss_of_p(p):
-    return backprop.nll_loss(jnp.log(p), y, w)
+    return backprop.nll_loss(jnp.log(p), y, w, smoothing)
 
-  assert_close(backprop.nll_backward(p, y, w), jax.grad(loss_of_p)(p))
+  assert_close(backprop.nll_backward(p, y, w, smoothing), jax.grad(loss_of_p)(p))
 
 
+def test_smoothed_loss_is_cross_entropy_with_smoothed_targets():
+  log_p = backprop.log_softmax(rand(0, 4, 5))
+  y = jnp.asarray([0, 3, 4, 1])
+  q = np.full((4, 5), 0.1 / 5) + 0.9 * np.eye(5)[np.asarray(y)]
+  expected = -np.mean(np.sum(q * np.asarray(log_p), axis=1))
+  assert_close(backprop.nll_loss(log_p, y, smoothing=0.1), expected)
+  assert_close(backprop.nll_loss(log_p, y, smoothing=0.0), -np.mean(np.asarray(log_p)[range(4), y]))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("batch", [1, 50])
-def test_fused_softmax_nll_equals_jacobian_path_and_autodiff(batch, weighted):
+def test_fused_softmax_nll_equals_jacobian_path_and_autodiff(batch, weighted, smoothing):
   z = rand(0, batch, 6)
   y = jax.random.randint(jax.random.key(1), (batch,), 0, 6)
   w = (jnp.arange(batch) % 3 != 2).astype(jnp.float64).at[0].set(1.0) if weighted else None
   p = backprop.softmax_forward(z)
-  fused = backprop.softmax_nll_backward(p, y, w)
-  through_jacobian = backprop.softmax_backward(backprop.nll_backward(p, y, w), p)
+  fused = backprop.softmax_nll_backward(p, y, w, smoothing)
+  through_jacobian = backprop.softmax_backward(backprop.nll_backward(p, y, w, smoothing), p)
   assert_close(fused, through_jacobian)
 
   def loss_of_z(z):
-    return backprop.nll_loss(backprop.log_softmax(z), y, w)
+    return backprop.nll_loss(backprop.log_softmax(z), y, w, smoothing)
 
   assert_close(fused, jax.grad(loss_of_z)(z))
   check_vjp(
     loss_of_z,
     hand_vjp(
       loss_of_z,
-      lambda ct, z: (ct * backprop.softmax_nll_backward(backprop.softmax_forward(z), y, w),),
+      lambda ct, z: (
+        ct * backprop.softmax_nll_backward(backprop.softmax_forward(z), y, w, smoothing),
+      ),
     ),
     (z,),
     atol=FD_TOL,
@@ -381,3 +394,60 @@ def test_correct_gradient_passes_the_same_checks():
     assert not _fails(_autodiff_check, *args, "fused")
     assert not _fails(_autodiff_check, *args, "jacobian")
     assert not _fails(check_model_fd, *args)
+
+
+# --------------------------------------------------------------- label smoothing, whole model
+
+SMOOTHING_MUTANTS = {
+  # name: (function in mlp.backprop to replace, wrong replacement that ignores or mis-forms q)
+  "fused path ignores smoothing": (
+    "softmax_nll_backward",
+    lambda p, y, w=None, eps=0.0: (p - jax.nn.one_hot(y, p.shape[-1])) / p.shape[0],
+  ),
+  "fused path without eps / K": (
+    "softmax_nll_backward",
+    lambda p, y, w=None, eps=0.0: (p - (1 - eps) * jax.nn.one_hot(y, p.shape[-1])) / p.shape[0],
+  ),
+  "jacobian path ignores smoothing": (
+    "nll_backward",
+    lambda p, y, w=None, eps=0.0: -jax.nn.one_hot(y, p.shape[-1]) / p / p.shape[0],
+  ),
+}
+
+
+def _smoothing_checks(softmax_grad: str) -> dict[str, bool]:
+  """Which of (autodiff, finite differences) reject model.backward with label smoothing 0.2."""
+  net, params, state, x, y, hyper, kwargs = setup_model(2, 50, "inverted", seed=11)
+  bw = dict(smoothing=jnp.asarray(0.2), softmax_grad=softmax_grad)
+
+  def autodiff():
+    grads = _grads(net, params, state, x, y, hyper, kwargs, **bw)
+    expected = jax.grad(model.loss, argnums=1)(
+      net, params, state, x, y, hyper, smoothing=0.2, **kwargs
+    )
+    assert_close(grads, expected, rtol=1e-9)
+
+  def finite_differences():
+    def f(params):
+      return model.loss(net, params, state, x, y, hyper, smoothing=0.2, **kwargs)
+
+    def f_vjp(params):
+      g = _grads(net, params, state, x, y, hyper, kwargs, **bw)
+      return f(params), lambda ct: (jax.tree.map(lambda a: ct * a, g),)
+
+    check_vjp(f, f_vjp, (params,), atol=FD_TOL, rtol=FD_TOL, eps=FD_EPS)
+
+  return {"autodiff": _fails(autodiff), "finite differences": _fails(finite_differences)}
+
+
+@pytest.mark.parametrize("softmax_grad", ["fused", "jacobian"])
+def test_label_smoothing_backward_matches_autodiff_and_finite_differences(softmax_grad):
+  assert _smoothing_checks(softmax_grad) == {"autodiff": False, "finite differences": False}
+
+
+@pytest.mark.parametrize("name", sorted(SMOOTHING_MUTANTS))
+def test_planted_label_smoothing_bug_fails_the_checks(name, monkeypatch):
+  attr, wrong = SMOOTHING_MUTANTS[name]
+  monkeypatch.setattr(backprop, attr, wrong)
+  caught = _smoothing_checks("jacobian" if attr == "nll_backward" else "fused")
+  assert all(caught.values()), f"mutant {name!r} slipped through: {caught}"

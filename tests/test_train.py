@@ -80,7 +80,17 @@ def test_epoch_equals_reference_loop_with_partial_batch(n, batch_size):
     sp = spec(batch_size, 6, (5,), 3)
     net = sp.net
     params, state = model.init(jax.random.key(3), net, jnp.float64)
-    hyper = train.Hyper(*(jnp.asarray(v) for v in (0.1, 0.5, 0.01, 0.9)), layer_hyper(net))
+    hyper = jax.tree.map(
+      jnp.asarray,
+      train.make_hyper(
+        learning_rate=0.1,
+        momentum=0.5,
+        l2=0.01,
+        lr_decay=0.9,
+        layers=layer_hyper(net),
+        dtype=np.float64,
+      ),
+    )
     key, epoch = jax.random.key(4), jnp.asarray(2)
     out, _, _, mean_loss = train._train_epoch(
       sp, params, state, optim.init_state(params), hyper, key, epoch, x, jnp.asarray(y)
