@@ -77,25 +77,34 @@ def epoch_learning_rate(learning_rate: jax.Array, decay: jax.Array, epoch: jax.A
   return learning_rate * jnp.power(decay, epoch)
 
 
-def step_learning_rates(schedule: str, hyper, epoch: jax.Array, steps: int) -> jax.Array:
-  """The learning rate of each of an epoch's ``steps`` minibatch steps, shape (steps,) + eta's.
+def _warm(hyper, t: jax.Array) -> jax.Array:
+  """Linear warm-up factor min(1, t / warmup) at t epochs; exactly 1 when ``hyper.warmup`` is 0."""
+  return jnp.where(hyper.warmup > 0, jnp.minimum(t / jnp.maximum(hyper.warmup, 1e-12), 1.0), 1.0)
 
-  ``epoch_decay``: eta decay^epoch (the studies' schedule, :func:`epoch_learning_rate`);
-  ``cosine``: eta (1 + cos(pi min(t / horizon, 1))) / 2 at t = epoch + step / steps epochs
-  (SGDR without restarts, Loshchilov & Hutter 2017). Either times a linear warm-up
-  min(1, (t + 1 / steps) / warmup) when ``hyper.warmup`` > 0 (Goyal et al. 2017); with
-  warmup 0 the factor is exactly 1.
-  """
+
+def decay_rate(hyper, epoch: jax.Array) -> jax.Array:
+  """The ``epoch_decay`` schedule, one rate per epoch: eta decay^e (the studies'), times the
+  warm-up factor at the epoch's end, min(1, (e + 1) / warmup) (Goyal et al. 2017, per epoch)."""
+  rate = epoch_learning_rate(hyper.learning_rate, hyper.lr_decay, epoch)
+  return rate * _warm(hyper, epoch + 1.0)
+
+
+def cosine_rates(hyper, epoch: jax.Array, steps: int) -> jax.Array:
+  """The ``cosine`` schedule, one rate per minibatch step, shape (steps,) + eta's: at t = epoch +
+  step / steps epochs, eta (1 + cos(pi min(t / horizon, 1))) / 2 (SGDR without restarts,
+  Loshchilov & Hutter 2017), times the warm-up factor min(1, (t + 1 / steps) / warmup)."""
   frac = jnp.arange(steps, dtype=jnp.float32) / steps
-  frac = frac.reshape((steps,) + (1,) * jnp.ndim(hyper.learning_rate))
-  t = epoch + frac  # epochs trained before each step
+  t = epoch + frac.reshape((steps,) + (1,) * jnp.ndim(hyper.learning_rate))
+  done = jnp.minimum(t / hyper.horizon, 1.0)
+  return hyper.learning_rate * 0.5 * (1 + jnp.cos(jnp.pi * done)) * _warm(hyper, t + 1 / steps)
+
+
+def step_learning_rates(schedule: str, hyper, epoch: jax.Array, steps: int) -> jax.Array:
+  """Every step's rate in an epoch under ``schedule``, shape (steps,) + eta's (for logs, tests)."""
   if schedule == "cosine":
-    done = jnp.minimum(t / hyper.horizon, 1.0)
-    base = hyper.learning_rate * 0.5 * (1 + jnp.cos(jnp.pi * done))
-  else:
-    base = epoch_learning_rate(hyper.learning_rate, hyper.lr_decay, epoch) + jnp.zeros_like(t)
-  warm = jnp.minimum((t + 1 / steps) / jnp.maximum(hyper.warmup, 1e-12), 1.0)
-  return base * jnp.where(hyper.warmup > 0, warm, 1.0)
+    return cosine_rates(hyper, epoch, steps)
+  rate = decay_rate(hyper, epoch)
+  return jnp.broadcast_to(rate, (steps,) + jnp.shape(rate))
 
 
 def l2_penalty(l2: jax.Array) -> optax.GradientTransformation:

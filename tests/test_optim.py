@@ -73,10 +73,12 @@ def test_schedules_follow_their_formulas():
   t = 5 + np.arange(steps) / steps
   np.testing.assert_allclose(cos, 0.1 * (1 + np.cos(np.pi * t / 10)) / 2, rtol=1e-6)
   assert float(optim.step_learning_rates("cosine", _hyper(), jnp.asarray(12), 1)[0]) == 0.0
-  warm = optim.step_learning_rates("epoch_decay", _hyper(lr_decay=1.0, warmup=2.0), 0, steps)
+  # Warm-up: per step under cosine, per epoch under epoch_decay (its rate is one per epoch).
+  warm = optim.step_learning_rates("cosine", _hyper(warmup=2.0, horizon=1e9), 0, steps)
   np.testing.assert_allclose(warm, 0.1 * (np.arange(steps) + 1) / (2 * steps), rtol=1e-6)
-  after = optim.step_learning_rates("epoch_decay", _hyper(lr_decay=1.0, warmup=2.0), 3, steps)
-  np.testing.assert_allclose(after, 0.1, rtol=1e-7)
+  warm = [optim.decay_rate(_hyper(lr_decay=1.0, warmup=2.0), e) for e in range(3)]
+  np.testing.assert_allclose(warm, [0.05, 0.1, 0.1], rtol=1e-7)
+  assert optim.decay_rate(_hyper(), 2) == np.float32(0.1) * np.float32(0.9) ** 2  # warmup 0: x 1
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam", "adamw"])
