@@ -12,7 +12,7 @@ from absl import flags
 from PIL import Image
 
 from configs import cifar10_mlp, cifar10_overfit, fer2013_cnn, fer2013_mlp
-from mlp import checkpoint, inference, layers, model, runner, study, sweep
+from mlp import checkpoint, ensemble, inference, layers, model, runner, study, sweep
 from mlp.data import DataError, cifar10, images
 from tests.data_fixtures import write_fake_cifar, write_fake_fer
 
@@ -62,6 +62,22 @@ def test_configs_expand_to_one_run(module, variant):
   assert spec.net.input_shape == shape and spec.net.num_classes == classes
   with pytest.raises(ValueError, match="unknown variant"):
     module.get_config("nope")
+
+
+@pytest.mark.parametrize("module", [cifar10_mlp, fer2013_mlp])
+def test_best_variants_train_the_chosen_rule(module):
+  cfg = module.get_config("best")
+  runs = sweep.expand(cfg)
+  assert len(runs) == cfg.seeds and ensemble.size_of(cfg) == cfg.get("ensemble", 1)
+  shape = (48, 48, 1) if cfg.data.name == "fer2013" else (32, 32, 3)
+  spec = sweep.spec_of(runs[0].config, shape, 10)
+  hyper = sweep.hyper_of(runs[0].config, shape, 10)
+  assert (spec.optimizer, spec.schedule, spec.shift) == ("nesterov", "cosine", 2)
+  assert (
+    float(hyper.smoothing) == pytest.approx(0.1) and float(hyper.horizon) == cfg.train.max_epochs
+  )
+  assert [layer.kind for layer in spec.net.layers].count("bn") == 2
+  assert sweep.hparams_of(runs[0])["optimizer"] == "nesterov"  # shown in TensorBoard
 
 
 def test_study_hyperparameters():
