@@ -151,10 +151,10 @@ class Progress:
       self.bar.set_postfix_str(self.status(width=max(cols - 45, 10)))
     elif self.now() - self.last >= self.every_s and self.done < self.total:
       self.last = self.now()
-      self.log(
-        f"progress: {self.done}/{self.total} runs done, {clock(self.now() - self.t0)} elapsed, "
-        + self.status()
-      )
+      self.log(f"{self._count()}, {self.status()}")
+
+  def _count(self) -> str:
+    return f"progress: {self.done}/{self.total} runs done, {clock(self.now() - self.t0)} elapsed"
 
   def close(self) -> None:
     """End the bar (or, plainly, say the runs done and the time taken)."""
@@ -164,6 +164,4 @@ class Progress:
         self.bar.close()
         self.bar = None
       elif self.done > self.start_done:
-        self.log(
-          f"progress: {self.done}/{self.total} runs done, {clock(self.now() - self.t0)} elapsed"
-        )
+        self.log(self._count())

@@ -84,6 +84,15 @@ def override(cfg: ml_collections.ConfigDict, path: str, value: Any) -> None:
   node[last] = type(node[last])(value) if isinstance(node[last], tuple) else value
 
 
+# The train fields of the update rule (mlp.optim) and their defaults: the studies' heavy ball.
+UPDATE_RULE = {
+  "optimizer": "sgd",
+  "schedule": "epoch_decay",
+  "warmup_epochs": 0.0,
+  "label_smoothing": 0.0,
+  "beta2": 0.999,
+}
+
 # Model and train fields added after runs were saved, with the value that a run saved without them
 # was trained with (the data section has its own, mlp.data.with_added_fields).
 ADDED_FIELDS = {
@@ -94,15 +103,7 @@ ADDED_FIELDS = {
     "refit": False,
     "freeze": "",
     "diverge": 100.0,
-    **(
-      UPDATE_RULE := {
-        "optimizer": "sgd",
-        "schedule": "epoch_decay",
-        "warmup_epochs": 0.0,
-        "label_smoothing": 0.0,
-        "beta2": 0.999,
-      }
-    ),
+    **UPDATE_RULE,
   },
   "data": {"classes": []},
 }
@@ -192,11 +193,16 @@ def network_of(
   return model.parse(architecture_of(cfg, input_shape), input_shape, num_classes, dropout=dropout)
 
 
+def update_rule(t: Mapping) -> dict[str, Any]:
+  """A run's ``train`` update-rule fields, with the defaults of :data:`UPDATE_RULE` filled in."""
+  return {k: t.get(k, default) for k, default in UPDATE_RULE.items()}
+
+
 def spec_of(
   cfg: ml_collections.ConfigDict, input_shape: Sequence[int], num_classes: int
 ) -> train.Spec:
   """The static shape of a run."""
-  t = cfg.train
+  t, rule = cfg.train, update_rule(cfg.train)
   net = network_of(cfg, input_shape, num_classes)[0]
   return train.Spec(
     net=net,
@@ -205,8 +211,8 @@ def spec_of(
     flip=bool(t.get("augment_flip", False)),
     shift=int(t.get("augment_shift", 0)),
     frozen=model.parse_freeze(t.get("freeze", ""), net),
-    optimizer=str(t.get("optimizer", "sgd")),
-    schedule=str(t.get("schedule", "epoch_decay")),
+    optimizer=str(rule["optimizer"]),
+    schedule=str(rule["schedule"]),
   )
 
 
@@ -215,16 +221,17 @@ def hyper_of(
 ) -> train.Hyper:
   """The dynamic hyperparameters of a run (arrays: new values never recompile)."""
   t = cfg.train
+  rule = update_rule(t)
   return train.make_hyper(
     learning_rate=float(t.learning_rate),
     momentum=float(t.momentum),
     l2=float(t.l2),
     lr_decay=float(t.lr_decay),
     layers=network_of(cfg, input_shape, num_classes)[1],
-    smoothing=float(t.get("label_smoothing", 0.0)),
-    warmup=float(t.get("warmup_epochs", 0.0)),
+    smoothing=float(rule["label_smoothing"]),
+    warmup=float(rule["warmup_epochs"]),
     horizon=float(t.max_epochs),  # the cosine schedule anneals over the epoch budget
-    beta2=float(t.get("beta2", 0.999)),
+    beta2=float(rule["beta2"]),
   )
 
 
@@ -281,8 +288,7 @@ def hparams_of(run: Run) -> dict[str, Any]:
   hp["momentum"] = float(cfg.train.momentum)
   hp["l2"] = float(cfg.train.l2)
   hp["lr_decay"] = float(cfg.train.lr_decay)
-  chosen = {k: cfg.train.get(k, default) for k, default in UPDATE_RULE.items()}
-  hp.update({k: v for k, v in chosen.items() if v != UPDATE_RULE[k]})  # when not the default
+  hp.update({k: v for k, v in update_rule(cfg.train).items() if v != UPDATE_RULE[k]})  # if set
   if not arch:
     hp["dropout"] = tuple(float(r) for r in cfg.train.dropout)
   hp["seed"] = run.seed
