@@ -200,6 +200,9 @@ def worker_main(argv: list[str] | None = None) -> None:
   p.add_argument("--data_dir", default=None)
   args = p.parse_args(argv)
   limit_xla_threads(args.index)
+  from mlp.cli import keep_interrupts
+
+  keep_interrupts()  # Ctrl-C reaches the workers too
 
   from mlp import data as data_lib
   from mlp import engine, progress

@@ -61,3 +61,24 @@ def test_a_bad_or_unreachable_storage_url_is_one_line_and_status_2(entry, tmp_pa
     said = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(said) == 1 and said[0].startswith("error (StorageError): cannot open the storage")
     assert "secret" not in r.stderr  # the password is not echoed
+
+
+def test_a_ctrl_c_inside_a_gc_callback_interrupts_the_main_thread_again():
+  """A KeyboardInterrupt raised in a gc callback is 'ignored' by Python (a traceback on stderr,
+  the interrupt lost); the hook hands it back to the main thread instead."""
+  import signal
+  import time
+  from types import SimpleNamespace
+
+  from mlp import cli
+
+  previous = sys.unraisablehook, signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    cli.keep_interrupts()
+    with pytest.raises(KeyboardInterrupt):
+      sys.unraisablehook(SimpleNamespace(exc_value=KeyboardInterrupt()))
+      for _ in range(200):
+        time.sleep(0.005)
+  finally:
+    sys.unraisablehook = previous[0]
+    signal.signal(signal.SIGINT, previous[1])
