@@ -1,6 +1,5 @@
 """Shared plumbing for the thin absl entry points in experiments/: workdirs and friendly errors."""
 
-import _thread
 import datetime
 import errno
 import functools
@@ -14,6 +13,7 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
+from mlp import interrupts
 from mlp.data import common
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -105,20 +105,6 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
-def keep_interrupts() -> None:
-  """Make a Ctrl-C that lands inside a finaliser or gc callback (jax runs one on every garbage
-  collection) interrupt the main thread again instead of printing an "Exception ignored"
-  traceback and being lost."""
-
-  def hook(unraisable) -> None:
-    if isinstance(unraisable.exc_value, KeyboardInterrupt):
-      _thread.interrupt_main()
-    else:
-      sys.__unraisablehook__(unraisable)
-
-  sys.unraisablehook = hook
-
-
 def friendly_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
   """Turn expected user errors (missing data, bad config values) into a message and exit 2."""
 
@@ -127,7 +113,7 @@ def friendly_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], 
     # absl shows INFO logs; jax's "Unable to initialize backend 'tpu'" is one, and not news on a
     # CPU or GPU machine. Its warnings (e.g. a GPU without a CUDA jaxlib) still show.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-    keep_interrupts()
+    interrupts.keep_interrupts()
     if "strict_data" in flags.FLAGS and flags.FLAGS.strict_data:
       os.environ[common.STRICT_ENV] = "1"  # read by the loaders, here and in worker processes
     try:

@@ -200,7 +200,7 @@ def worker_main(argv: list[str] | None = None) -> None:
   p.add_argument("--data_dir", default=None)
   args = p.parse_args(argv)
   limit_xla_threads(args.index)
-  from mlp.cli import keep_interrupts
+  from mlp.interrupts import keep_interrupts
 
   keep_interrupts()  # Ctrl-C reaches the workers too
 

@@ -70,11 +70,11 @@ def test_a_ctrl_c_inside_a_gc_callback_interrupts_the_main_thread_again():
   import time
   from types import SimpleNamespace
 
-  from mlp import cli
+  from mlp import interrupts
 
   previous = sys.unraisablehook, signal.signal(signal.SIGINT, signal.default_int_handler)
   try:
-    cli.keep_interrupts()
+    interrupts.keep_interrupts()
     with pytest.raises(KeyboardInterrupt):
       sys.unraisablehook(SimpleNamespace(exc_value=KeyboardInterrupt()))
       for _ in range(200):
