@@ -34,7 +34,8 @@ def search_section() -> ml_collections.ConfigDict:
   s.budget = 14000  # global number of trials, shared by all workers of one study
   s.count_failed = False  # False: budget = COMPLETE trials (failed ones are retried); True: + FAIL
   s.ask_batch = 8  # trials asked at once per worker; same-shape trials train as one population
-  s.seed = ml_collections.config_dict.placeholder(int)  # sampler seed (None: fresh per worker)
+  # random: trial k's draw depends on (seed, k) alone, on any worker; None: fresh per worker
+  s.seed = ml_collections.config_dict.placeholder(int)
   s.tpe_startup = 20  # TPE: random trials before the model kicks in
   # Sequential search: one hyperparameter at a time in this order ("width" = width1, width2, ...),
   # keeping the best value found before moving on; starts from the model/train values above.
@@ -57,7 +58,7 @@ def search_section() -> ml_collections.ConfigDict:
   # none | median | successive_halving | hyperband (epochs from pruner_min_epochs to max_epochs)
   s.pruner = "none"
   s.pruner_min_epochs = 1
-  s.pruner_reduction = 3  # successive halving / hyperband: keep 1 in this many at each rung
+  s.pruner_reduction = 4  # successive halving / hyperband: keep 1 in this many at each rung
   s.pruner_startup = 5  # median: finished trials before pruning starts
   # Scales: log | linear (floats), int (integers; ``step`` quantises), categorical (``choices``).
   # Width and batch size are quantised (``step``) so that asked trials share static shapes and

@@ -243,9 +243,13 @@ def _refit(group: sweep.Group, runs, fit: train.FitResult, data: Dataset, *, log
   }
 
 
-def evaluation(probs: np.ndarray, y: np.ndarray, data: Dataset, out: Path, title: str) -> dict:
-  """Top-k, loss and confusion matrix of ``probs`` on labels ``y``; the report goes to ``out``."""
-  report.evaluation_report(out, y, probs, data.class_names, title=f"{title} ({data.name})")
+def evaluation(
+  probs: np.ndarray, y: np.ndarray, data: Dataset, out: Path | None, title: str
+) -> dict:
+  """Top-k, loss and confusion matrix of ``probs`` on labels ``y``; the report goes to ``out``
+  (None: no report)."""
+  if out is not None:
+    report.evaluation_report(out, y, probs, data.class_names, title=f"{title} ({data.name})")
   return {
     "topk": metrics.topk_accuracy(probs, y).tolist(),
     "loss": float(-np.mean(np.log(np.maximum(probs[np.arange(len(y)), y], 1e-30)))),
@@ -268,8 +272,11 @@ def _finish_run(
   diverged = fit.stop_reason[i] == "diverged" or not all(
     np.all(np.isfinite(a)) for a in jax.tree.leaves((params, state))
   )
-  splits = {"val": (data.x_val, data.y_val), **data.tests}
-  if run.config.get("report", {}).get("eval_train", False):
+  # A pruned run is never a result: its val metrics only, no test splits and no reports, so
+  # that stopping it early saves its evaluation too.
+  pruned = fit.stop_reason[i] == "pruned"
+  splits = {"val": (data.x_val, data.y_val), **({} if pruned else data.tests)}
+  if run.config.get("report", {}).get("eval_train", False) and not pruned:
     splits = {"train": (data.x_train, data.y_train), **splits}
   evals: dict[str, Any] = {}
   selection = (params, state)
@@ -281,7 +288,8 @@ def _finish_run(
       continue
     p, s = selection if split == "val" else (params, state)
     probs = np.exp(train.log_probs(spec, p, s, hyper, x))
-    evals[split] = evaluation(probs, y, data, rdir / "eval" / split, f"{run.id} on {split}")
+    out = None if pruned else rdir / "eval" / split
+    evals[split] = evaluation(probs, y, data, out, f"{run.id} on {split}")
   if not diverged:
     checkpoint.save(
       rdir / "model",

@@ -365,6 +365,8 @@ def test_pruned_trials_end_pruned_count_in_the_budget_and_never_win(
   cfg.search.space.width.low = 16
   assert isinstance(search.make_pruner(cfg), optuna.pruners.MedianPruner)
   monkeypatch.setattr(search.strategies, "make_pruner", lambda config: PruneOddTrials())
+  reports = []
+  monkeypatch.setattr(report, "evaluation_report", lambda out, *a, **k: reports.append(out))
   data = data_lib.load(cfg.data, str(fer_dir))
   st = search.run_worker(cfg, tmp_path, data=data, log=lambda s: None)
   trials = sorted(st.get_trials(), key=lambda t: t.number)
@@ -372,11 +374,38 @@ def test_pruned_trials_end_pruned_count_in_the_budget_and_never_win(
   for t in trials:  # every epoch's val accuracy was reported, up to the pruning
     assert sorted(t.intermediate_values) == ([1, 2] if t.number % 2 else [1, 2, 3, 4])
     assert t.user_attrs["stop_reason"] == ("pruned" if t.number % 2 else "max_epochs")
+    # A pruned run is evaluated on val only: no test split, no report.
+    assert ("test_acc/PublicTest" in t.user_attrs) == (t.state == TrialState.COMPLETE)
+    reported = {Path(out).parent.parent for out in reports}
+    assert (Path(t.user_attrs["run_dir"]) in reported) == (t.state == TrialState.COMPLETE)
   assert st.best_trial.number in (0, 2)
   rows = search.leaderboard(st)
   assert [r["rank"] for r in rows] == [1, 2, None, None]
   assert [r["status"] for r in rows[2:]] == ["pruned at epoch 2"] * 2
   assert search.trials_per_hour(trials) > 0
+
+
+def test_a_seeded_random_search_draws_trial_k_alike_on_every_worker_and_study():
+  cfg = quick(seed=7)
+  space = search.space_of(cfg)
+
+  def draws(study, n):
+    return [search.suggest(study.ask(), space) for _ in range(n)]
+
+  alone = draws(optuna.create_study(sampler=search.make_sampler(cfg)), 6)
+  # Two workers (two samplers, one study) asking in turn get exactly the single worker's trials.
+  shared = optuna.create_study()
+  workers = [search.make_sampler(cfg), search.make_sampler(cfg)]
+  both = []
+  for k in range(6):
+    shared.sampler = workers[k % 2]
+    both += draws(shared, 1)
+  assert both == alone
+  assert len({tuple(sorted(p.items())) for p in alone}) == 6  # trials differ from each other
+  other = draws(optuna.create_study(sampler=search.make_sampler(quick(seed=8))), 6)
+  assert other != alone
+  # Without a seed each worker draws afresh.
+  assert isinstance(search.make_sampler(quick()), optuna.samplers.RandomSampler)
 
 
 @pytest.mark.parametrize("kind", search.PRUNERS)

@@ -2,9 +2,11 @@
 at a time, derived from the stored trials alone) and the pruners."""
 
 import warnings
+import zlib
 from typing import Any, NamedTuple
 
 import ml_collections
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -28,7 +30,34 @@ def make_sampler(config: ml_collections.ConfigDict) -> optuna.samplers.BaseSampl
         group=True,  # the widths of absent layers are a conditional sub-space
         constant_liar=True,  # running trials of other workers steer new samples away
       )
-  return optuna.samplers.RandomSampler(seed=s.seed)
+  if s.seed is None:
+    return optuna.samplers.RandomSampler()
+  return NumberedRandomSampler(int(s.seed))
+
+
+class NumberedRandomSampler(optuna.samplers.BaseSampler):
+  """Random search where trial k's parameters are drawn from (seed, k, name) alone.
+
+  Whichever worker asks trial k gets the same parameters, so workers sharing a seed do not
+  repeat each other, and two studies with one seed (e.g. with and without a pruner) see the same
+  trials in the same order: their comparison is paired.
+  """
+
+  def __init__(self, seed: int) -> None:
+    self.seed = seed
+
+  def infer_relative_search_space(self, study, trial) -> dict:
+    return {}
+
+  def sample_relative(self, study, trial, search_space) -> dict:
+    return {}
+
+  def sample_independent(self, study, trial, param_name, param_distribution) -> Any:
+    key = [self.seed, trial.number, zlib.crc32(param_name.encode())]
+    draw = int(np.random.default_rng(key).integers(2**31))
+    return optuna.samplers.RandomSampler(seed=draw).sample_independent(
+      study, trial, param_name, param_distribution
+    )
 
 
 def make_pruner(config: ml_collections.ConfigDict) -> optuna.pruners.BasePruner:
