@@ -203,10 +203,11 @@ def _train_chunk(group, runs, data, workdir, *, log, prefix, prune=None, events=
     result = _finish_run(run, sub.spec, params, state, fit, i, data, workdir, refit=refits.get(i))
     writers[i].scalars(final_scalars(result), step=result["epochs"])
     writers[i].close(status="failure" if result["diverged"] else "success")
+    parts = [f"{k} top-1 {v['topk'][0]:.4f}" for k, v in result["tests"].items()]
+    parts.append(f"{result['seconds']:.1f}s")
     line = (
       f"{prefix} {run.id} done: {result['epochs']} epochs ({result['stop_reason']}), "
-      + ", ".join(f"{k} top-1 {v['topk'][0]:.4f}" for k, v in result["tests"].items())
-      + f", {result['seconds']:.1f}s"
+      + ", ".join(parts)
     )
     with open(run_dir(workdir, run) / TRAIN_LOG, "a") as f:
       f.write(line + "\n")

@@ -408,6 +408,21 @@ def test_a_seeded_random_search_draws_trial_k_alike_on_every_worker_and_study():
   assert isinstance(search.make_sampler(quick()), optuna.samplers.RandomSampler)
 
 
+@pytest.mark.parametrize("boot", [0, 2])
+def test_a_rung_promotes_nothing_before_pruner_bootstrap_trials_reached_it(boot):
+  st = optuna.create_study(
+    direction="maximize",
+    pruner=search.make_pruner(quick(pruner="successive_halving", pruner_bootstrap=boot)),
+  )
+  pruned = []
+  for value in (0.5, 0.6, 0.7):  # each better than the last: promoted once the rung may promote
+    trial = st.ask()
+    trial.report(value, 1)
+    pruned.append(trial.should_prune())
+    st.tell(trial, value)
+  assert pruned == ([False] * 3 if boot == 0 else [True, True, False])
+
+
 @pytest.mark.parametrize("kind", search.PRUNERS)
 def test_every_pruner_name_builds_and_a_wrong_one_is_refused(kind):
   cfg = quick(pruner=kind)

@@ -64,7 +64,9 @@ def make_pruner(config: ml_collections.ConfigDict) -> optuna.pruners.BasePruner:
   """``search.pruner``: none | median | successive_halving | hyperband, on epochs of val accuracy.
 
   Hyperband's resource is the epoch, from ``search.pruner_min_epochs`` to ``train.max_epochs``
-  with reduction factor ``search.pruner_reduction``; the median rule waits for
+  with reduction factor ``search.pruner_reduction``; a rung promotes none of its trials before
+  ``search.pruner_bootstrap`` have reached it (so the first trials are not all trained to the
+  end); the median rule waits for
   ``search.pruner_startup`` finished trials and ``search.pruner_min_epochs`` epochs.
   """
   s = config.search
@@ -72,16 +74,22 @@ def make_pruner(config: ml_collections.ConfigDict) -> optuna.pruners.BasePruner:
   if kind not in PRUNERS:
     raise SearchError(f"search.pruner must be one of {PRUNERS}, got {kind!r}")
   low = int(s.get("pruner_min_epochs", 1))
-  eta = int(s.get("pruner_reduction", 3))
+  eta = int(s.get("pruner_reduction", 4))
+  boot = int(s.get("pruner_bootstrap", 0))
   if kind == "median":
     return optuna.pruners.MedianPruner(
       n_startup_trials=int(s.get("pruner_startup", 5)), n_warmup_steps=low
     )
   if kind == "successive_halving":
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=low, reduction_factor=eta)
+    return optuna.pruners.SuccessiveHalvingPruner(
+      min_resource=low, reduction_factor=eta, bootstrap_count=boot
+    )
   if kind == "hyperband":
     return optuna.pruners.HyperbandPruner(
-      min_resource=low, max_resource=int(config.train.max_epochs), reduction_factor=eta
+      min_resource=low,
+      max_resource=int(config.train.max_epochs),
+      reduction_factor=eta,
+      bootstrap_count=boot,
     )
   return optuna.pruners.NopPruner()
 
