@@ -59,7 +59,7 @@ def search_section() -> ml_collections.ConfigDict:
   s.pruner = "none"
   s.pruner_min_epochs = 1
   s.pruner_reduction = 4  # successive halving / hyperband: keep 1 in this many at each rung
-  s.pruner_bootstrap = 0  # successive halving / hyperband: trials at a rung before it promotes
+  s.pruner_bootstrap = 2  # successive halving / hyperband: trials at a rung before it promotes
   s.pruner_startup = 5  # median: finished trials before pruning starts
   # Scales: log | linear (floats), int (integers; ``step`` quantises), categorical (``choices``).
   # Width and batch size are quantised (``step``) so that asked trials share static shapes and

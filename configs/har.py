@@ -79,7 +79,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.grid = ml_collections.ConfigDict()
     c.extra_runs = ml_collections.ConfigDict()
     c.report.title = "HAR: the MLP chosen by subject-wise cross-validation"
-    c.report.columns = ("N=model.hidden", "Dropout=train.dropout", "L2=train.l2")
+    c.report.columns = (
+      "N=model.hidden",
+      "Dropout=train.dropout",
+      "L2=train.l2",
+      "Smoothing=train.label_smoothing",
+    )
     c.report.compare_with_best = ""
     c.report.figure_groups = ()
     c.model.hidden = (300, 200)
@@ -88,6 +93,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.momentum = 0.9
     c.train.l2 = 0.003
     c.train.dropout = (0.2, 0.5, 0.0)
+    c.train.label_smoothing = 0.1
     c.train.early_stopping = "none"  # a fixed epoch count, chosen by cross-validation
     c.train.max_epochs = 30
     c.train.refit = True  # the final models train on all 15 training subjects
