@@ -371,12 +371,12 @@ def test_pruned_trials_end_pruned_count_in_the_budget_and_never_win(
   st = search.run_worker(cfg, tmp_path, data=data, log=lambda s: None)
   trials = sorted(st.get_trials(), key=lambda t: t.number)
   assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED] * 2
+  reported = {Path(out).parent.parent for out in reports}
   for t in trials:  # every epoch's val accuracy was reported, up to the pruning
     assert sorted(t.intermediate_values) == ([1, 2] if t.number % 2 else [1, 2, 3, 4])
     assert t.user_attrs["stop_reason"] == ("pruned" if t.number % 2 else "max_epochs")
     # A pruned run is evaluated on val only: no test split, no report.
     assert ("test_acc/PublicTest" in t.user_attrs) == (t.state == TrialState.COMPLETE)
-    reported = {Path(out).parent.parent for out in reports}
     assert (Path(t.user_attrs["run_dir"]) in reported) == (t.state == TrialState.COMPLETE)
   assert st.best_trial.number in (0, 2)
   rows = search.leaderboard(st)

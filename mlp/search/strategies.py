@@ -70,16 +70,13 @@ def make_pruner(config: ml_collections.ConfigDict) -> optuna.pruners.BasePruner:
   ``search.pruner_startup`` finished trials and ``search.pruner_min_epochs`` epochs.
   """
   s = config.search
-  kind = str(s.get("pruner", "none"))
+  kind = str(s.pruner)
   if kind not in PRUNERS:
     raise SearchError(f"search.pruner must be one of {PRUNERS}, got {kind!r}")
-  low = int(s.get("pruner_min_epochs", 1))
-  eta = int(s.get("pruner_reduction", 4))
-  boot = int(s.get("pruner_bootstrap", 0))
+  # The defaults live once, in configs/fer2013_search.py's search_section.
+  low, eta, boot = int(s.pruner_min_epochs), int(s.pruner_reduction), int(s.pruner_bootstrap)
   if kind == "median":
-    return optuna.pruners.MedianPruner(
-      n_startup_trials=int(s.get("pruner_startup", 5)), n_warmup_steps=low
-    )
+    return optuna.pruners.MedianPruner(n_startup_trials=int(s.pruner_startup), n_warmup_steps=low)
   if kind == "successive_halving":
     return optuna.pruners.SuccessiveHalvingPruner(
       min_resource=low, reduction_factor=eta, bootstrap_count=boot
