@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.beta2 = 0.999  # adam, adamw
   c.train.schedule = "epoch_decay"  # epoch_decay | cosine (to 0 over max_epochs)
   c.train.warmup_epochs = 0.0  # linear learning-rate warm-up, per step
+  c.train.compute_dtype = "float32"  # float32 | bfloat16 (matmuls, convolutions; f32 weights)
   c.train.label_smoothing = 0.0  # targets (1 - eps) onehot + eps / classes
   c.train.dropout = (0.0, 0.0)  # rate per Dense-layer input: (input, hidden 1, ...)
   c.train.max_epochs = 100

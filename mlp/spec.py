@@ -12,6 +12,7 @@ from mlp import model
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULES = ("epoch_decay", "cosine")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 class Hyper(NamedTuple):
@@ -92,6 +93,7 @@ class Spec:
   frozen: tuple[int, ...] = ()  # layers (indices into net.layers) whose parameters never change
   optimizer: str = "sgd"  # sgd (heavy ball, Eq. 4) | nesterov | adam | adamw (mlp.optim)
   schedule: str = "epoch_decay"  # epoch_decay (eta decay^epoch) | cosine (mlp.optim)
+  compute_dtype: str = "float32"  # float32 | bfloat16: matmuls and convolutions (mixed precision)
 
   def __post_init__(self):
     if (self.flip or self.shift) and len(self.net.input_shape) != 3:
@@ -106,6 +108,10 @@ class Spec:
       raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
     if self.softmax_grad not in ("fused", "jacobian"):
       raise ValueError(f"softmax_grad must be fused/jacobian, got {self.softmax_grad!r}")
+    if self.compute_dtype not in COMPUTE_DTYPES:
+      raise ValueError(
+        f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}"
+      )
     if self.batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
     if self.unroll < 1:

@@ -213,6 +213,7 @@ def spec_of(
     frozen=model.parse_freeze(t.get("freeze", ""), net),
     optimizer=str(rule["optimizer"]),
     schedule=str(rule["schedule"]),
+    compute_dtype=str(t.get("compute_dtype", "float32")),
   )
 
 
