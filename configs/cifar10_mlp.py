@@ -19,6 +19,7 @@ def strong_mlp(c: ml_collections.ConfigDict, *, dropout: float, epochs: int) -> 
   norm and dropout, Nesterov momentum on a cosine schedule, label smoothing, shifted images."""
   hidden = f"dense1024 bn relu dropout{dropout}"
   c.model.layers = f"flatten {hidden} {hidden} dense"
+  del c.model["hidden"], c.train["dropout"]  # the network is given by model.layers alone
   c.train.batch_size = 128
   c.train.optimizer = "nesterov"
   c.train.learning_rate = 0.05
@@ -50,12 +51,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.momentum = 0.9
   c.train.l2 = 3e-3
   c.train.lr_decay = 0.95
-  c.train.dropout = (0.0, 0.0)  # rate per Dense-layer input: (input, hidden)
-  c.train.augment_flip = False  # in the jitted epoch: mirror each image with probability 1/2
-  c.train.augment_shift = 0  # ... and translate it by up to this many pixels
   c.train.max_epochs = 50
-  c.train.early_stopping = "patience"  # keep the best-val-loss epoch's params
-  c.train.patience = 8
+  c.train.patience = 8  # early stopping on the validation loss, keeping its best epoch's params
 
   c.report.title = "CIFAR-10, one hidden layer of 400"
   c.report.columns = (
@@ -66,7 +63,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     "Prep=data.preprocess",
   )
   c.report.topk = 3
-  c.report.eval_train = False  # also write the evaluation report of the training split
 
   if arg == "best":
     c.name = "cifar10_mlp_best"

@@ -19,7 +19,6 @@ from configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = base.get_config()
   c.name = "har_ablation"
-  c.ensemble = 1  # > 1: every this many consecutive seeds form one averaged model (mlp.ensemble)
   c.workers = 0  # one worker process per core (mlp/workers.py)
 
   c.data.name = "har"

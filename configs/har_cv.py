@@ -56,9 +56,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _add_cv(c: ml_collections.ConfigDict) -> None:
-  c.cv = ml_collections.ConfigDict()
-  c.cv.folds = 7
-  c.cv.scheme = "kfold"  # kfold | 5x2
-  c.cv.seed = 0
+  """The cross-validation settings that differ from configs/base.py's cv section."""
   c.cv.baselines = ("logistic_regression", "linear_svm", "decision_tree", "random_forest")
-  c.cv.alpha = 0.05

@@ -9,18 +9,16 @@ python -m experiments.search --config=configs/har_search.py:quick   # smoke test
 
 import ml_collections
 
-from configs import fer2013_search
+from configs import base, fer2013_search
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = fer2013_search.get_config(arg)
   c.name = "har_search_quick" if arg == "quick" else "har_search"
 
-  c.data = ml_collections.ConfigDict()
+  c.data = base.get_config().data
   c.data.name = "har"
-  c.data.data_dir = ""
   c.data.val_subjects = 3  # validation = this many training subjects (subject-disjoint)
-  c.data.split_seed = 0
   c.data.subject_norm = "standardize"  # as configs/har.py: per-subject feature standardisation
 
   c.report.title = "UCI HAR hyperparameter search"

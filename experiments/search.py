@@ -62,15 +62,14 @@ def main(argv: list[str]) -> None:
     storage = search.open_storage(_STORAGE.value, workdir, config, print)
     search.write_outputs(config, search.open_study(config, name, storage), workdir)
     return
+  from mlp.schedule import Storage
+
   search.run_worker(
     config,
     workdir,
-    study_name=name,
-    storage=_STORAGE.value,
-    data_dir=_DATA_DIR.value,
-    max_trials=_MAX_TRIALS.value,
-    max_minutes=_MAX_MINUTES.value,
-    outputs=_OUTPUTS.value,
+    storage=Storage(_STORAGE.value, name),
+    data=_DATA_DIR.value,
+    options=search.Options(_MAX_TRIALS.value, _MAX_MINUTES.value, _OUTPUTS.value),
     log=lambda s: print(s, flush=True),
   )
 

@@ -1,5 +1,6 @@
 """Shared plumbing for the thin absl entry points in experiments/: workdirs and friendly errors."""
 
+import contextlib
 import datetime
 import errno
 import functools
@@ -7,7 +8,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from absl import app, flags
@@ -105,40 +106,48 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
+@contextlib.contextmanager
+def errors_said() -> Iterator[None]:
+  """Expected user errors (missing data, bad config values) inside as a message and exit 2, a
+  Ctrl-C as exit 130 (a context, not a wrapper: no frame between an entry point and the study)."""
+  # absl shows INFO logs; jax's "Unable to initialize backend 'tpu'" is one, and not news on a
+  # CPU or GPU machine. Its warnings (e.g. a GPU without a CUDA jaxlib) still show.
+  logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+  interrupts.keep_interrupts()
+  if "strict_data" in flags.FLAGS and flags.FLAGS.strict_data:
+    os.environ[common.STRICT_ENV] = "1"  # read by the loaders, here and in worker processes
+  try:
+    yield
+  except user_errors() as e:
+    kind = type(e).__name__
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    print(f"\nerror ({kind}): {message}", file=sys.stderr)
+    sys.exit(2)
+  except OSError as e:
+    if e.errno != errno.ENOSPC:
+      raise
+    print(
+      f"\nerror: disk full{f' writing {e.filename}' if e.filename else ''}: free some space "
+      "and run the same command with the same --workdir again (finished runs are saved).",
+      file=sys.stderr,
+    )
+    sys.exit(2)
+  except KeyboardInterrupt:
+    print(
+      "\ninterrupted: finished runs are saved; run the same command with the same --workdir "
+      "to resume (the interrupted run restarts).",
+      file=sys.stderr,
+    )
+    sys.exit(130)
+
+
 def friendly_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
-  """Turn expected user errors (missing data, bad config values) into a message and exit 2."""
+  """``main`` with expected user errors said in a line and exit 2 (:func:`errors_said`)."""
 
   @functools.wraps(main)
   def wrapped(argv: list[str]) -> None:
-    # absl shows INFO logs; jax's "Unable to initialize backend 'tpu'" is one, and not news on a
-    # CPU or GPU machine. Its warnings (e.g. a GPU without a CUDA jaxlib) still show.
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-    interrupts.keep_interrupts()
-    if "strict_data" in flags.FLAGS and flags.FLAGS.strict_data:
-      os.environ[common.STRICT_ENV] = "1"  # read by the loaders, here and in worker processes
-    try:
+    with errors_said():
       main(argv)
-    except user_errors() as e:
-      kind = type(e).__name__
-      message = e.args[0] if isinstance(e, KeyError) and e.args else e
-      print(f"\nerror ({kind}): {message}", file=sys.stderr)
-      sys.exit(2)
-    except OSError as e:
-      if e.errno != errno.ENOSPC:
-        raise
-      print(
-        f"\nerror: disk full{f' writing {e.filename}' if e.filename else ''}: free some space "
-        "and run the same command with the same --workdir again (finished runs are saved).",
-        file=sys.stderr,
-      )
-      sys.exit(2)
-    except KeyboardInterrupt:
-      print(
-        "\ninterrupted: finished runs are saved; run the same command with the same --workdir "
-        "to resume (the interrupted run restarts).",
-        file=sys.stderr,
-      )
-      sys.exit(130)
 
   return wrapped
 
@@ -156,22 +165,23 @@ def config_main(
   )
   data_dir_flag = define_data_dir_flag()
 
-  @friendly_errors
   def main(argv: list[str]) -> None:
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config = config_flag.value
-    try:
-      config.get("name")
-    except OSError as e:  # config_flags defers a missing or unreadable file until first use
-      lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-      raise FileNotFoundError(f"cannot load the --config file: {lines[-1]}") from None
-    from mlp import sweep
+    with errors_said():
+      config = config_flag.value
+      try:
+        config.get("name")
+      except OSError as e:  # config_flags defers a missing or unreadable file until first use
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise FileNotFoundError(f"cannot load the --config file: {lines[-1]}") from None
+      from mlp import plan
 
-    sweep.check_overrides(config, config_flags.get_override_values(flags.FLAGS[config_flag.name]))
-    workdir = Path(workdir_flag.value or default_workdir(config.name))
-    print(f"workdir: {workdir}  (TensorBoard: tensorboard --logdir {workdir / tensorboard})")
-    run(config, workdir, data_dir=data_dir_flag.value)
+      overrides = config_flags.get_override_values(flags.FLAGS[config_flag.name])
+      plan.check_overrides(config, overrides)
+      workdir = Path(workdir_flag.value or default_workdir(config.name))
+      print(f"workdir: {workdir}  (TensorBoard: tensorboard --logdir {workdir / tensorboard})")
+      run(config, workdir, data_dir=data_dir_flag.value)
 
   return main
 
@@ -181,7 +191,7 @@ def study_main(default_config: str) -> Callable[[list[str]], None]:
   storage = flags.DEFINE_string(
     "storage",
     None,
-    "Where the study's runs live (mlp.engine): a journal file path, or postgresql://user:pw@host"
+    "Where the study's runs live (mlp.schedule): a journal file path, or postgresql://user:pw@host"
     "/db shared by processes on many machines, each with its own --workdir (default: "
     "<workdir>/study.journal).",
   )
@@ -202,19 +212,15 @@ def study_main(default_config: str) -> Callable[[list[str]], None]:
 
   def run(config, workdir, *, data_dir):
     from mlp import crossval, study
+    from mlp.schedule import Storage
 
+    where = Storage(storage.value, study_name.value)
     if report_only.value:
-      study.report_only(config, workdir, storage=storage.value, study_name=study_name.value)
+      study.report_only(config, workdir, storage=where)
       return
     results = study.run_study(
-      config,
-      workdir,
-      data_dir=data_dir,
-      storage=storage.value,
-      study_name=study_name.value,
-      verbose=verbose.value,
+      config, workdir, data_dir=data_dir, storage=where, verbose=verbose.value
     )
-    if config.get("report", {}).get("baselines"):
-      crossval.compare_on_test(config, results, workdir, data_dir=data_dir)
+    crossval.compare_on_test(config, results, workdir, data_dir=data_dir)
 
   return config_main(default_config, run)

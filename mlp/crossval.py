@@ -33,19 +33,21 @@ import numpy as np
 from mlp import baselines as baselines_lib
 from mlp import (
   checkpoint,
+  defaults,
   ensemble,
   figures,
   fileio,
   lock,
-  runner,
+  plan,
+  rundir,
   stats,
   study,
-  sweep,
   tables,
   tensorboard,
 )
 from mlp import data as data_lib
 from mlp import results as results_lib
+from mlp.plan import Run, StudyPlan
 
 Log = Callable[[str], None]
 SCHEMES = ("kfold", "5x2")
@@ -53,14 +55,14 @@ SPLIT = "fold"  # the held-out part of each fold, as the fold studies' test spli
 
 
 def cv_of(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """``config.cv`` with defaults, checked."""
-  cv = dict(config.get("cv", {}) or {})
+  """``config.cv``, every field a config lacks at its configs/base.py default, checked."""
+  cv = defaults.fill(config)["cv"]
   out = {
-    "folds": int(cv.get("folds", 7)),
-    "scheme": str(cv.get("scheme", "kfold")),
-    "seed": int(cv.get("seed", 0)),
-    "baselines": tuple(cv.get("baselines", ())),
-    "alpha": float(cv.get("alpha", 0.05)),
+    "folds": int(cv["folds"]),
+    "scheme": str(cv["scheme"]),
+    "seed": int(cv["seed"]),
+    "baselines": tuple(cv["baselines"]),
+    "alpha": float(cv["alpha"]),
   }
   if out["scheme"] not in SCHEMES:
     raise ValueError(f"cv.scheme must be one of {', '.join(SCHEMES)}, got {out['scheme']!r}")
@@ -101,7 +103,7 @@ def _unpack(bits: str) -> np.ndarray:
   return np.frombuffer(bits.encode(), np.uint8) == ord("1")
 
 
-def _our_correct(fold_dir: Path, run: sweep.Run, data: data_lib.Dataset, m: int) -> dict:
+def _our_correct(fold_dir: Path, run: Run, data: data_lib.Dataset, m: int) -> dict:
   """Accuracy and per-row correctness of a trained run on the fold (cached as JSON); with seed
   ensembles of ``m`` > 1 runs, of the first ensemble (the seeds from ``run.seed`` on)."""
   from mlp import inference
@@ -112,7 +114,7 @@ def _our_correct(fold_dir: Path, run: sweep.Run, data: data_lib.Dataset, m: int)
     return cached
   x, y = data.tests[SPLIT]
   lm = inference.load_model(
-    ensemble.folder(fold_dir, run.name, 0) if m > 1 else runner.run_dir(fold_dir, run)
+    ensemble.folder(fold_dir, run.name, 0) if m > 1 else rundir.run_dir(fold_dir, run)
   )
   correct = inference.probabilities(lm, x).argmax(1) == y
   out = {"accuracy": float(correct.mean()), "correct": _pack(correct)}
@@ -141,9 +143,11 @@ def _baseline(
 
 def _check_workdir(config: ml_collections.ConfigDict, workdir: Path) -> None:
   saved = _read_json(workdir / "config.json")
-  current = fileio.to_jsonable(config.to_dict())
-  drop = lambda c: {k: v for k, v in c.items() if k not in runner.EXECUTION_FIELDS}  # noqa: E731
-  if saved is not None and drop(saved) != drop(current):
+
+  def same(c: dict) -> dict:  # as runs are compared (a field added since: its default), + sweep
+    return {**plan.identity(c), "grid": c.get("grid"), "extra": c.get("extra_runs")}
+
+  if saved is not None and same(saved) != same(fileio.to_jsonable(config.to_dict())):
     raise study.StudyError(
       f"{workdir} holds a cross-validation with a different config; use a new --workdir"
     )
@@ -159,35 +163,35 @@ def run_cv(
   """Train every fold's study and baselines not yet finished, then write tables and tests."""
   workdir = Path(workdir)
   cv = cv_of(config)
-  runs = sweep.expand(config)
-  m = ensemble.size_of(config)
-  folds = folds_of(cv)
+  planned = plan.study_plan(config)  # every error in the config before the first fold trains
   _check_workdir(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   with lock.hold(workdir, log):  # the fold studies lock their own folders below
-    return _run_cv(config, workdir, cv, runs, m, folds, data_dir, log)
-
-
-def _run_cv(config, workdir: Path, cv: dict, runs, m: int, folds, data_dir, log: Log) -> dict:
-  fileio.atomic_write_json(workdir / "config.json", config.to_dict())
-  per_fold: dict[str, dict[str, dict]] = {}  # learner -> fold label -> {"accuracy", "correct"}
-  sizes: dict[str, tuple[int, int]] = {}  # fold label -> (train rows incl. val, test rows)
-  for n, (label, k, i, seed) in enumerate(folds, 1):
-    fold_dir = workdir / "folds" / label
-    prefix = f"[{label} {n}/{len(folds)}]"
-    say = lambda m, p=prefix: log(f"{p} {m}")  # noqa: E731
-    cfg = fold_config(config, k, i, seed)
-    study.run_study(cfg, fold_dir, data_dir=data_dir, log=say)
-    data = data_lib.load(cfg.data, data_dir)
-    sizes[label] = (len(data.y_train) + len(data.y_val), len(data.tests[SPLIT][1]))
-    for run in runs:
-      if run.seed == int(config.seed):
-        per_fold.setdefault(run.name, {})[label] = _our_correct(fold_dir, run, data, m)
-    for name in cv["baselines"]:
-      per_fold.setdefault(name, {})[label] = _baseline(fold_dir, name, data, cv["seed"], say)
-  summary = write_reports(config, cv, per_fold, sizes, workdir)
+    fileio.atomic_write_json(workdir / "config.json", defaults.fill(config))
+    per_fold: dict[str, dict[str, dict]] = {}  # learner -> fold -> {"accuracy", "correct"}
+    sizes: dict[str, tuple[int, int]] = {}  # fold label -> (train rows incl. val, test rows)
+    for n, (label, k, i, seed) in enumerate(folds_of(cv), 1):
+      fold_dir = workdir / "folds" / label
+      prefix = f"[{label} {n}/{len(folds_of(cv))}]"
+      say = lambda m, p=prefix: log(f"{p} {m}")  # noqa: E731
+      cfg = fold_config(config, k, i, seed)
+      study.run_study(cfg, fold_dir, data_dir=data_dir, log=say)
+      data = data_lib.load(cfg.data, data_dir)
+      sizes[label] = (len(data.y_train) + len(data.y_val), len(data.tests[SPLIT][1]))
+      _score_fold(planned, fold_dir, data, per_fold, label)
+      for name in cv["baselines"]:
+        per_fold.setdefault(name, {})[label] = _baseline(fold_dir, name, data, cv["seed"], say)
+    summary = write_reports(planned, cv, per_fold, sizes, workdir)
   log(f"results: {workdir / 'results.md'}, {workdir / 'comparisons.md'}")
   return summary
+
+
+def _score_fold(study_plan: StudyPlan, fold_dir: Path, data, per_fold: dict, label: str) -> None:
+  """Each run's accuracy and per-row correctness on the fold (its first seed, or ensemble)."""
+  for run in study_plan.runs:
+    if run.seed == study_plan.seed:
+      correct = _our_correct(fold_dir, run, data, study_plan.ensemble)
+      per_fold.setdefault(run.name, {})[label] = correct
 
 
 def compare_on_test(
@@ -207,35 +211,36 @@ def compare_on_test(
   from mlp import inference
 
   workdir = Path(workdir)
-  names = tuple(config.report.get("baselines", ()) or ())
+  planned = plan.study_plan(config)
+  names = planned.report.baselines
   baselines_lib.check_names(names)
   if not names:
     return []
-  m = ensemble.size_of(config)
+  m = planned.ensemble
   if m > 1:  # the study's rows are its seed ensembles
     results = [
       json.loads((ensemble.folder(workdir, n, j) / "result.json").read_text())
       for n, j, _ in ensemble.groups(results, m)
     ]
-  best = results_lib.best_run(results, exclude=tuple(config.get("extra_runs", {}).keys()))
-  split = str(config.report.test_split)
+  best = results_lib.best_run(results, exclude=planned.extra_runs)
+  split = planned.report.test_split
   if best is None:
     return []
   where = (
     ensemble.folder(workdir, best["name"], best["ensemble"])
     if m > 1
-    else runner.run_dir(workdir, sweep.Run(best["name"], best["seed"], config))
+    else rundir.run_dir(workdir, Run(best["name"], best["seed"], None))
   )
   if not ((where / ensemble.FILE).exists() if m > 1 else checkpoint.exists(where / "model")):
     log(f"baselines: {best['run']} was trained on another machine; compare there (no model here)")
     return []
-  data = data_lib.load(config.data, data_dir)
+  data = data_lib.load(planned.data, data_dir)
   x, y = data.tests[split]
   lm = inference.load_model(where)
   ours = inference.probabilities(lm, x).argmax(1) == y
   rows = [{"learner": best["name"], "kind": "ours (best by val)", "accuracy": float(ours.mean())}]
   for name in names:
-    b = _baseline(workdir, name, data, int(config.seed), log, split=split)
+    b = _baseline(workdir, name, data, planned.seed, log, split=split)
     test = stats.mcnemar(ours, _unpack(b["correct"]))
     rows.append(
       {
@@ -255,7 +260,7 @@ def compare_on_test(
     + [("claim", "What may be claimed")],
     workdir / "baselines.csv",
     workdir / "baselines.md",
-    title=f"{config.report.title}: best run against scikit-learn baselines",
+    title=f"{planned.report.title}: best run against scikit-learn baselines",
     notes=[
       f"Best run by validation accuracy ({best['run']}) and baselines (mlp.baselines, trained "
       f"on train + val with the same features) on the {split!r} split ({len(y)} rows).",
@@ -311,7 +316,9 @@ def compare(
   }
 
 
-def write_reports(config, cv: dict, per_fold: dict, sizes: dict, workdir: Path) -> dict:
+def write_reports(
+  study_plan: StudyPlan, cv: dict, per_fold: dict, sizes: dict, workdir: Path
+) -> dict:
   """results.{md,csv}, comparisons.{md,csv}, the figure and the TensorBoard summaries."""
   labels = list(sizes)
   rows = []
@@ -327,7 +334,8 @@ def write_reports(config, cv: dict, per_fold: dict, sizes: dict, workdir: Path) 
         "std": float(np.std(values, ddof=1)),
       }
     )
-  data_name = config.data.name
+  data_name = study_plan.data.name
+  title = study_plan.report.title
   notes = [
     f"{data_name}: {len(labels)} folds ({cv['scheme']}, seed {cv['seed']}); "
     + (
@@ -341,10 +349,10 @@ def write_reports(config, cv: dict, per_fold: dict, sizes: dict, workdir: Path) 
     "Ours: each fold's validation is carved from its training part (early stopping); baselines "
     "train on the whole training part.",
   ]
-  m = ensemble.size_of(config)
+  m, seed = study_plan.ensemble, study_plan.seed
   if m > 1:
-    notes.append(f"Ours: a seed ensemble of {m} runs (seeds {config.seed}..{config.seed + m - 1}).")
-  if config.train.get("refit", False):
+    notes.append(f"Ours: a seed ensemble of {m} runs (seeds {seed}..{seed + m - 1}).")
+  if any(r.settings.train.refit for r in study_plan.runs):
     notes.append("Ours: refit on the fold's whole training part for the epochs validation chose.")
   columns = [("learner", "Learner"), ("kind", "Kind")] + [(f, f) for f in labels]
   columns += [("mean", "Mean"), ("std", "Std")]
@@ -353,7 +361,7 @@ def write_reports(config, cv: dict, per_fold: dict, sizes: dict, workdir: Path) 
     columns,
     workdir / "results.csv",
     workdir / "results.md",
-    title=f"Cross-validation: {config.report.title}",
+    title=f"Cross-validation: {title}",
     notes=notes,
   )
   ours = [r["learner"] for r in rows if r["kind"] == "ours"]
@@ -378,7 +386,7 @@ def write_reports(config, cv: dict, per_fold: dict, sizes: dict, workdir: Path) 
     + [("claim", "What may be claimed")],
     workdir / "comparisons.csv",
     workdir / "comparisons.md",
-    title=f"Paired tests: {config.report.title}",
+    title=f"Paired tests: {title}",
     notes=[
       f"Acc A - B: mean accuracy difference over the folds with its {1 - cv['alpha']:.0%} "
       f"confidence interval from the corrected resampled t-test; the claim uses the {main_test}.",
@@ -390,7 +398,7 @@ def write_reports(config, cv: dict, per_fold: dict, sizes: dict, workdir: Path) 
     ],
     formats={k: ".3g" for k in p_cols},
   )
-  _figure(rows, labels, workdir / "figures" / "cv_accuracy.png", config.report.title)
+  _figure(rows, labels, workdir / "figures" / "cv_accuracy.png", title)
   for r in rows:
     with tensorboard.SummaryWriter(workdir / "runs" / "cv" / r["learner"]) as w:
       for j, f in enumerate(labels):

@@ -28,9 +28,7 @@ FILE = "ensemble.json"
 
 def size_of(config: Any) -> int:
   """``config.ensemble`` (members per ensemble; 1 = no ensembles), checked against ``seeds``."""
-  m = config.get("ensemble", 1)
-  m = 1 if m is None else int(m)
-  seeds = int(config.get("seeds", 1))
+  m, seeds = int(config["ensemble"]), int(config["seeds"])  # (configs/base.py has both)
   if m < 1:
     raise ValueError(f"config field ensemble must be >= 1, got {m}")
   if m > 1 and seeds % m:

@@ -9,7 +9,7 @@ Every setting is a field of a study config's ``train`` or ``model`` section (con
 its defaults): ``dropout`` is the per-layer rates (train.dropout) and ``dropout_kind`` the model's
 kind (model.dropout); an unknown name is a TypeError. ``fit`` takes a validation set, or holds out
 ``validation_fraction`` of the training rows (stratified, seeded), for the stopping rule: the same
-config, data and seed give the same numbers as a study's run (mlp.runner).
+config, data and seed give the same numbers as a study's run (mlp.trainer).
 """
 
 from __future__ import annotations
@@ -19,27 +19,34 @@ from typing import Any
 import jax
 import numpy as np
 
-from mlp import sweep, train
+from mlp import plan, train
 from mlp.data import common
+from mlp.defaults import DEFAULTS
 
 RENAMED = {"dropout_kind": ("model", "dropout")}  # train.dropout (rates) keeps the plain name
 
 
 class MLPClassifier:
-  """Fully connected ReLU net with a softmax output and hand-written backprop (mlp.train.fit)."""
+  """Fully connected ReLU net with a softmax output and hand-written backprop (mlp.train.fit).
+
+  ``hidden``: the hidden widths (None: configs/base.py's ``model.hidden``, or none when a
+  ``layers`` architecture string is given)."""
 
   def __init__(
     self,
-    hidden: tuple[int, ...] = (300,),
+    hidden: tuple[int, ...] | None = None,
     *,
     validation_fraction: float = 0.1,
-    seed: int = 0,
+    seed: int = DEFAULTS.seed,
     **settings: Any,
   ) -> None:
     from configs import base  # the study configs' defaults
 
     config = base.get_config()
-    config.model.hidden = tuple(int(h) for h in hidden)
+    if hidden is not None:
+      config.model.hidden = tuple(int(h) for h in hidden)
+    elif "layers" in settings:  # an architecture string is the network: no MLP fields besides
+      del config.model["hidden"], config.train["dropout"]
     for name, value in settings.items():
       section, field = RENAMED.get(name) or next(
         ((s, name) for s in ("train", "model") if name in config[s]), (None, name)
@@ -53,7 +60,7 @@ class MLPClassifier:
     if not 0.0 < validation_fraction < 1.0:
       raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
     self.config, self.validation_fraction, self.seed = config, float(validation_fraction), seed
-    self.settings = {"hidden": tuple(hidden), **settings}
+    self.settings = {"hidden": None if hidden is None else tuple(hidden), **settings}
 
   def fit(
     self,
@@ -73,18 +80,13 @@ class MLPClassifier:
     else:
       x_val = np.asarray(x_val, np.float32)
       y_val = np.searchsorted(self.classes_, np.asarray(y_val))
-    run = sweep.Run("estimator", int(self.seed), self.config)
-    shape, n_classes = (x.shape[1],), len(self.classes_)
-    (group,) = sweep.group_by_shape([run], shape, n_classes)
-    fit = train.fit(
-      group.spec,
-      group.hyper(),
-      group.keys(),
-      (x, y.astype(np.int32), x_val, y_val.astype(np.int32)),
-      max_epochs=group.max_epochs,
-      stopping=group.stopping,
-    )
-    self.spec_, self.hyper_ = group.spec, sweep.hyper_of(self.config, shape, n_classes)
+    self.config.seed = int(self.seed)
+    (run,) = plan.study_plan(self.config).runs
+    (self.plan_,) = plan.build([run], (x.shape[1],), len(self.classes_))
+    (group,) = plan.groups([self.plan_])
+    data = (x, y.astype(np.int32), x_val, y_val.astype(np.int32))
+    fit = train.fit(group.population(), data)
+    self.spec_, self.hyper_ = self.plan_.spec, self.plan_.hyper
     self.params_, self.state_ = jax.tree.map(lambda a: a[0], (fit.params, fit.state))
     self.history_, self.n_epochs_ = fit.history[0], int(fit.epochs[0])
     self.stop_reason_ = fit.stop_reason[0]

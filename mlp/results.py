@@ -1,12 +1,14 @@
-"""Write a study's table and figures from its runs' results: results.csv/md, figures/*.png."""
+"""Where a study is reported: its table and figures from its runs' results (results.csv/md,
+figures/*.png). What each row says a run trained with comes from the study's plan (mlp.plan):
+the settings the run was planned with, which resume checks against the stored results."""
 
 from pathlib import Path
 from typing import Any
 
-import ml_collections
 import numpy as np
 
-from mlp import ensemble, figures, sweep, tables
+from mlp import figures, tables
+from mlp.plan import StudyPlan, fmt, lookup
 
 
 def _mean_std(values: list[float], digits: int = 4) -> Any:
@@ -15,20 +17,26 @@ def _mean_std(values: list[float], digits: int = 4) -> Any:
   return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
-def summary_rows(config: ml_collections.ConfigDict, results: list[dict]) -> list[dict]:
-  """One row per run name: the configured columns, epochs and top-k on the main test split."""
-  split = config.report.test_split
-  k = int(config.report.topk)
+def _settings(study: StudyPlan) -> dict[str, Any]:
+  """{run name: the settings its runs were planned with}."""
+  return {r.name: r.settings for r in study.runs}
+
+
+def summary_rows(study: StudyPlan, results: list[dict]) -> list[dict]:
+  """One row per run name: the report's columns (from the run's planned settings; empty where a
+  run has no such field), epochs and top-k on the main test split."""
+  split = study.report.test_split
+  k = study.report.topk
+  settings = _settings(study)
   by_name: dict[str, list[dict]] = {}
   for r in results:
     by_name.setdefault(r["name"], []).append(r)
   rows = []
   for name, rs in by_name.items():
     row: dict[str, Any] = {"run": name}
-    for spec in config.report.columns:
-      header, path = spec.split("=")
-      value = sweep.lookup(rs[0]["config"], path)
-      row[header] = sweep.fmt(value)
+    for header, path in study.report.columns:
+      value = lookup(settings[name], path, None)
+      row[header] = None if value is None else fmt(value)
     epochs = [r["epochs"] for r in rs]
     row["Epoch"] = epochs[0] if len(epochs) == 1 else _mean_std([float(e) for e in epochs], 1)
     ok = [r for r in rs if not r["diverged"] and split in r["tests"]]
@@ -51,7 +59,7 @@ def best_run(results: list[dict], *, exclude: tuple[str, ...] = ()) -> dict | No
 
 
 def write_results(
-  config: ml_collections.ConfigDict,
+  study: StudyPlan,
   results: list[dict],
   data: Any,
   workdir: Path,
@@ -62,59 +70,57 @@ def write_results(
   ``notes`` and ``class_names``); with ``ensembles`` the table's rows and
   the best run are the ensembles' (the figures stay the first seed's runs)."""
   workdir = Path(workdir)
-  rows = summary_rows(config, ensembles or results)
-  k = int(config.report.topk)
+  rows = summary_rows(study, ensembles or results)
+  k = study.report.topk
   columns = [("run", "Run")]
-  columns += [(c.split("=")[0], c.split("=")[0]) for c in config.report.columns]
+  columns += [(header, header) for header, _ in study.report.columns]
   columns += [("Epoch", "Epoch")] + [(f"Top-{j + 1}", f"Top-{j + 1}") for j in range(k)]
   columns += [("Status", "Status"), ("seeds", "Seeds")]
-  split = config.report.test_split
+  split = study.report.test_split
+  kinds = dict.fromkeys(str(r.settings.train.early_stopping) for r in study.runs)
   notes = list(data.notes) + [
     f"Top-k accuracies on the {split!r} split; Epoch = epochs trained "
-    f"(early stopping: {config.train.early_stopping})."
+    f"(early stopping: {', '.join(kinds)})."
   ]
-  best = best_run(ensembles or results, exclude=tuple(config.get("extra_runs", {}).keys()))
+  best = best_run(ensembles or results, exclude=study.extra_runs)
   if best is not None:
     notes.append(
       f"Best run by validation accuracy: {best['name']} (val top-1 {best['val']['topk'][0]:.4f})."
     )
   if ensembles:
-    m = ensemble.size_of(config)
+    m = study.ensemble
     notes.append(
       f"Each row: seed ensembles of {m} runs (probabilities averaged, mlp.ensemble); values are "
-      + (
-        f"mean ± std over {int(config.seeds) // m} ensembles."
-        if int(config.seeds) > m
-        else "one ensemble's."
-      )
+      + (f"mean ± std over {study.seeds // m} ensembles." if study.seeds > m else "one ensemble's.")
       + (
         " A refit ensemble's val: its members' mean." if any("refit" in r for r in results) else ""
       )
     )
-  elif int(config.seeds) > 1:
-    notes.append(f"Values are mean ± std over {config.seeds} seeds.")
+  elif study.seeds > 1:
+    notes.append(f"Values are mean ± std over {study.seeds} seeds.")
   tables.write_table(
     rows,
     columns,
     workdir / "results.csv",
     workdir / "results.md",
-    title=config.report.title,
+    title=study.report.title,
     notes=notes,
   )
-  _figures(config, results, data, workdir / "figures", best)
+  _figures(study, results, data, workdir / "figures", best)
 
 
-def _figures(config, results: list[dict], data: Any, out: Path, best: dict | None) -> None:
-  seed0 = [r for r in results if r["seed"] == int(config.seed)]
-  split = config.report.test_split
+def _figures(study: StudyPlan, results: list[dict], data: Any, out: Path, best) -> None:
+  seed0 = [r for r in results if r["seed"] == study.seed]
+  split = study.report.test_split
   curves = {r["name"]: r["history"] for r in seed0}
-  group_paths = list(config.report.figure_groups)
+  settings = _settings(study)
   groups: dict[str, list[dict]] = {}
   for r in seed0:
-    if r["name"] in config.get("extra_runs", {}):
+    if r["name"] in study.extra_runs:
       continue
     key = ", ".join(
-      f"{p.split('.')[-1]}={sweep.fmt(sweep.lookup(r['config'], p))}" for p in group_paths
+      f"{p.split('.')[-1]}={fmt(lookup(settings[r['name']], p, ''))}"
+      for p in study.report.figure_groups
     )
     groups.setdefault(key, []).append(r)
   for n, (key, rs) in enumerate(groups.items(), 1):
@@ -131,7 +137,7 @@ def _figures(config, results: list[dict], data: Any, out: Path, best: dict | Non
     figures.plot_confusion_grid(
       cms, data.class_names, out / "confusion_matrices.png", title=f"Confusion matrices ({split})"
     )
-  compare = config.report.get("compare_with_best")
+  compare = study.report.compare_with_best
   other = next((r for r in seed0 if r["name"] == compare), None) if compare else None
   if best is not None and other is not None:
     pair = [best, other]

@@ -1,14 +1,19 @@
 """What a training run is made of: its static program description (:class:`Spec`), its traced
-hyperparameters (:class:`Hyper`, arrays: a new value never recompiles) and its stopping rule."""
+hyperparameters (:class:`Hyper`, arrays: a new value never recompiles), and a population of runs
+with their stopping rules (:class:`Population`). Keyword defaults are configs/base.py's."""
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
 import numpy as np
 
 from mlp import model
+from mlp import stopping as stopping_lib
+from mlp.defaults import DEFAULTS
+
+_TRAIN, _MODEL = DEFAULTS.train, DEFAULTS.model
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULES = ("epoch_decay", "cosine")
@@ -32,14 +37,14 @@ class Hyper(NamedTuple):
 def make_hyper(
   *,
   learning_rate: float,
-  momentum: float = 0.0,
-  l2: float = 0.0,
-  lr_decay: float = 1.0,
+  momentum: float = _TRAIN.momentum,
+  l2: float = _TRAIN.l2,
+  lr_decay: float = _TRAIN.lr_decay,
   layers: model.LayerHyper = (),
-  smoothing: float = 0.0,
-  warmup: float = 0.0,
+  smoothing: float = _TRAIN.label_smoothing,
+  warmup: float = _TRAIN.warmup_epochs,
   horizon: float = 1.0,
-  beta2: float = 0.999,
+  beta2: float = _TRAIN.beta2,
   dtype=np.float32,
 ) -> Hyper:
   """A single run's :class:`Hyper` as host arrays, checking ranges with readable errors.
@@ -85,14 +90,14 @@ class Spec:
 
   net: model.Net
   batch_size: int
-  softmax_grad: str = "fused"  # "fused" | "jacobian"
+  softmax_grad: str = _MODEL.softmax_grad  # "fused" | "jacobian"
   eval_batch: int = 4096
   unroll: int = 2  # lax.scan unroll factor of the minibatch loop (odd values are rounded up)
-  flip: bool = False  # augmentation: mirror each training image left-right with probability 1/2
-  shift: int = 0  # augmentation: translate each training image by up to this many pixels
+  flip: bool = _TRAIN.augment_flip  # augmentation: mirror each image left-right, probability 1/2
+  shift: int = _TRAIN.augment_shift  # augmentation: translate each image by up to this many pixels
   frozen: tuple[int, ...] = ()  # layers (indices into net.layers) whose parameters never change
-  optimizer: str = "sgd"  # sgd (heavy ball, Eq. 4) | nesterov | adam | adamw (mlp.optim)
-  schedule: str = "epoch_decay"  # epoch_decay (eta decay^epoch) | cosine (mlp.optim)
+  optimizer: str = _TRAIN.optimizer  # sgd (heavy ball, Eq. 4) | nesterov | adam | adamw (mlp.optim)
+  schedule: str = _TRAIN.schedule  # epoch_decay (eta decay^epoch) | cosine (mlp.optim)
   compute_dtype: str = "float32"  # float32 | bfloat16: matmuls and convolutions (mixed precision)
 
   def __post_init__(self):
@@ -119,33 +124,11 @@ class Spec:
     model.check_frozen(self.net, self.frozen)
 
 
-class Stopping(NamedTuple):
-  """Early stopping rule.
+class Population(NamedTuple):
+  """What :func:`mlp.train.fit` trains: P members that share one compiled program."""
 
-  gap:      stop when |val loss - train loss| > ``gap`` after epoch ``min_epoch`` (HAR study);
-  patience: stop when the monitored validation metric (``monitor``: "val_loss", lower is better,
-            or "val_acc", higher is better) has not beaten its best for ``patience`` epochs, and
-            restore the params of the best epoch (image study);
-  none:     train for ``max_epochs``.
-
-  Whatever the rule, a member stops as "diverged" once its train or validation loss is not finite
-  or exceeds ``diverge`` x log(C), C classes: log(C) is the loss of a uniform guess, so a loss a
-  hundred times that (learning rate far too high) is a run that is not learning, even while every
-  value is still finite. Diverged runs are marked in every table and never chosen as best.
-  """
-
-  kind: str = "none"
-  gap: float = 0.05
-  min_epoch: int = 50
-  patience: int = 4
-  monitor: str = "val_loss"
-  diverge: float = 100.0
-
-  def validate(self) -> "Stopping":
-    if self.kind not in ("gap", "patience", "none"):
-      raise ValueError(f"early stopping must be gap/patience/none, got {self.kind!r}")
-    if self.monitor not in ("val_loss", "val_acc"):
-      raise ValueError(f"early stopping monitor must be val_loss/val_acc, got {self.monitor!r}")
-    if not self.diverge > 0:
-      raise ValueError(f"train.diverge must be > 0, got {self.diverge}")
-    return self
+  spec: Spec
+  hyper: Hyper  # leading axis P
+  keys: jax.Array  # (P,) PRNG keys: each member's init, shuffling, dropout and augmentation
+  stopping: stopping_lib.Chain  # when each member stops (mlp.stopping)
+  init: Callable | None = None  # (params, state) -> (params, state): e.g. mlp.transfer's

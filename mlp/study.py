@@ -1,18 +1,20 @@
 """Run a study (many training runs) in a workdir: resumable, shareable, evaluated and reported.
 
-Workdir layout::
+The one call an entry point makes: the config is planned (mlp.plan), its runs scheduled as
+trials (mlp.schedule) for this process or worker processes (mlp.workers), trained (mlp.trainer)
+and saved (mlp.rundir), then tabled (mlp.results). Workdir layout::
 
-    config.json                    the study config
-    study.journal                  the study's runs as Optuna trials (default storage, mlp.engine)
+    config.json                    the study config, every default filled (configs/base.py)
+    study.journal                  the study's runs as Optuna trials (default storage)
     runs/                          TensorBoard logdir (HParams experiment summary at its root)
-      <name>/seed<k>/              one run trained here (mlp.runner)
+      <name>/seed<k>/              one run trained here (mlp.rundir: config.json, plan.json, ...)
       <name>/ensemble<j>/          with config.ensemble > 1: a seed ensemble (mlp.ensemble)
     results.csv, results.md        one row per run name (mean ± std over seeds, or ensembles)
     figures/*.png
 
-The runs are trials of an Optuna study (mlp.engine): in the workdir's journal by default, or in
-``storage`` (a journal path, or ``postgresql://...``) that processes with their own workdirs, on
-any machines, share: each run is trained once, by whichever worker claims it. Running the same
+The runs are trials of an Optuna study: in the workdir's journal by default, or in ``storage``
+(a journal path, or ``postgresql://...``) that processes with their own workdirs, on any
+machines, share: each run is trained once, by whichever worker claims it. Running the same
 command again resumes: finished runs are skipped and never overwritten, and interrupted ones are
 trained again. ``report_only`` writes the table and figures from the storage alone.
 """
@@ -27,20 +29,24 @@ import numpy as np
 
 from mlp import (
   checkpoint,
-  engine,
+  defaults,
   ensemble,
   fileio,
   lock,
+  plan,
   progress,
   results,
-  runner,
-  sweep,
+  rundir,
+  schedule,
   tensorboard,
+  trainer,
   workers,
 )
 from mlp import data as data_lib
 from mlp.data import Dataset
-from mlp.runner import run_dir
+from mlp.plan import Run, StudyPlan
+from mlp.rundir import run_dir
+from mlp.schedule import LOCAL, Storage
 from mlp.search.storage import JOURNAL_NAME
 
 Log = Callable[[str], None]
@@ -68,7 +74,7 @@ def finish_ensembles(
   for name, j, members in ensemble.groups(results, m):
     folder = ensemble.folder(workdir, name, j)
     seeds = [r["seed"] for r in members]
-    models = [run_dir(workdir, sweep.Run(name, s, None)) / "model" for s in seeds]
+    models = [run_dir(workdir, Run(name, s, None)) / "model" for s in seeds]
     if not all(checkpoint.exists(p) for p in models):
       if f"{name}/ensemble{j}" in stored:
         out.append(stored[f"{name}/ensemble{j}"])
@@ -85,7 +91,7 @@ def finish_ensembles(
       for split, (x, y) in {**splits, **data.tests}.items():
         if len(y):
           title = f"{name} ensemble of seeds {', '.join(map(str, seeds))} on {split}"
-          evals[split] = runner.evaluation(
+          evals[split] = rundir.evaluation(
             inference.probabilities(lm, x), y, data, folder / "eval" / split, title
           )
       if refit:
@@ -116,97 +122,83 @@ def run_study(
   workdir: str | Path,
   *,
   data_dir: str | None = None,
+  storage: Storage = LOCAL,
   log: Log = print,
-  data: Dataset | None = None,
-  storage: str | None = None,
-  study_name: str | None = None,
   verbose: bool = False,
 ) -> list[dict]:
   """Train every run of ``config`` not yet finished in the study; write results and figures.
 
-  With ``config.workers`` != 1 on CPU the runs are trained in worker processes (mlp.workers);
-  a ``data`` object given here keeps training in this process (workers load from ``data_dir``).
-  Progress is a bar on a terminal, else periodic lines (mlp.progress); ``verbose`` adds a line
-  per epoch of every run.
+  The config is planned once, before anything trains (every error in it stops the study here).
+  With ``config.workers`` != 1 on CPU the runs are trained in worker processes (mlp.workers),
+  which receive the plans. Progress is a bar on a terminal, else periodic lines (mlp.progress);
+  ``verbose`` adds a line per epoch of every run.
   """
   workdir = Path(workdir)
-  runs = sweep.expand(config)
-  data_given = data
-  if data is None:
-    data = data_lib.load(config.data, data_dir)  # before creating the workdir: no empty folders
-  sweep.group_by_shape(runs, data.input_shape, data.num_classes)  # bad values fail before training
+  study = plan.study_plan(config)
+  data = data_lib.load(study.data, data_dir)  # before creating the workdir: no empty folders
+  plans = plan.build(study.runs, data.input_shape, data.num_classes)
   workdir.mkdir(parents=True, exist_ok=True)
   with lock.hold(workdir, log):  # one owner per workdir (a second launcher exits, mlp.lock)
-    st = engine.open_study(config, workdir, storage=storage, name=study_name, log=log)
-    args = (config, workdir, runs, data, data_given, data_dir, log, st, storage, verbose)
-    return _run_study(*args)
+    st = schedule.open_study(study.name, workdir, storage, log)
+    fileio.atomic_write_json(workdir / "config.json", defaults.fill(config))  # for the record
+    finished, cost = _start(st, study, plans, data, workdir, log)
+    pending = len(plans) - len(finished)
+    n_workers = workers.count(study.workers, pending)
+    weights = {p.id: cost[p.id] for p in plans if p.id not in finished}
+    bar = progress.Progress(len(plans), len(finished), log=log, verbose=verbose, weights=weights)
+    try:
+      if n_workers > 1:
+        where = Storage(storage.url, st.study_name)
+        job = workers.Job(plans, study.data, data_dir, where, workdir)
+        workers.run(job, n_workers, log=bar.line, feed=bar.feed)
+      elif pending:
+        vectorize = trainer.vectorize_of(study.vectorize)
+        ctx = trainer.Context(data, workdir, bar.line, bar.event, vectorize)
+        schedule.work(st, plans, ctx)
+    finally:
+      bar.close()
+    trials = st.get_trials(deepcopy=False)
+    failed = schedule.failures(trials, study.runs)
+    done = schedule.results(trials, study.runs)
+    if failed or len(done) < len(plans):
+      raise StudyError(
+        f"{len(plans) - len(done)} of {len(plans)} runs did not finish ("
+        + ", ".join(f"{k}: {v}" for k, v in failed.items())
+        + "); finished runs are saved in the study: fix the error and run the same command again"
+      )
+    return _report(study, done, data, workdir, st, log)
 
 
-def _run_study(config, workdir: Path, runs, data, data_given, data_dir, log: Log, st, url, verbose):
+def _start(st, study: StudyPlan, plans, data: Dataset, workdir: Path, log: Log) -> tuple:
+  """Check the workdir and storage against the plans, enqueue the runs left to train (most
+  expensive first); returns ({run id: result} of the finished runs, {run id: estimated cost})."""
   for note in data.notes:
     log(note)
-  fileio.atomic_write_json(workdir / "config.json", config.to_dict())
   tensorboard.write_hparams_config(
     workdir / "runs",
-    tensorboard.domains([sweep.hparams_of(r) for r in runs]),
-    runner.metric_tags(data.tests),
+    tensorboard.domains([plan.hparams(r) for r in study.runs]),
+    rundir.metric_tags(data.tests),
   )
   try:
-    engine.adopt(st, runs, workdir, log)
+    schedule.adopt(st, study.runs, workdir, log)
     trials = st.get_trials(deepcopy=False)
-    engine.check_config(trials, runs, st.study_name)
-  except engine.EngineError as e:
+    schedule.check_config(trials, study.runs, st.study_name)
+  except schedule.ScheduleError as e:
     raise StudyError(str(e)) from None
-  engine.save_dataset_info(st, data)
-  finished = engine.results(trials, runs)
+  schedule.save_dataset_info(st, data)
+  finished = schedule.results(trials, study.runs)
   if finished:
-    log(f"resuming study {st.study_name!r}: {len(finished)} of {len(runs)} runs already finished")
-  todo = engine.to_enqueue(runs, trials, retry_errors=True)
+    log(f"resuming study {st.study_name!r}: {len(finished)} of {len(plans)} runs already finished")
+  todo = schedule.to_enqueue(plans, trials, retry_errors=True)
   rows = len(data.y_train)
-  cost = {
-    r.id: workers.estimated_seconds(r, rows, data.input_shape, data.num_classes) for r in runs
-  }
-  engine.enqueue(st, sorted(todo, key=lambda r: -cost[r.id]))  # most expensive first
-  pending = len(runs) - len(finished)
-  n_workers = workers.count(config, pending) if data_given is None else 1
-  bar = progress.Progress(
-    len(runs),
-    len(finished),
-    log=log,
-    verbose=verbose,
-    weights={r.id: cost[r.id] for r in runs if r.id not in finished},
-  )
-  try:
-    if n_workers > 1:
-      workers.run(
-        workdir,
-        n_workers,
-        data_dir=data_dir,
-        storage=url,
-        study_name=st.study_name,
-        log=bar.line,
-        feed=bar.feed,
-      )
-    elif pending:
-      vectorize = runner.vectorize_of(config)
-      engine.work(st, runs, data, workdir, vectorize=vectorize, log=bar.line, events=bar.event)
-  finally:
-    bar.close()
-  trials = st.get_trials(deepcopy=False)
-  failed = engine.failures(trials, runs)
-  done = engine.results(trials, runs)
-  if failed or len(done) < len(runs):
-    raise StudyError(
-      f"{len(runs) - len(done)} of {len(runs)} runs did not finish ("
-      + ", ".join(f"{k}: {v}" for k, v in failed.items())
-      + "); finished runs are saved in the study: fix the error and run the same command again"
-    )
-  return _report(config, runs, done, data, workdir, st, log)
+  cost = {p.id: workers.estimated_seconds(p, rows) for p in plans}
+  schedule.enqueue(st, sorted(todo, key=lambda p: -cost[p.id]))  # most expensive first
+  return finished, cost
 
 
-def _report(config, runs, done: dict, data, workdir: Path, st, log: Log) -> list[dict]:
-  ordered = [done[r.id] for r in runs if r.id in done]
-  m = ensemble.size_of(config)
+def _report(study: StudyPlan, done: dict, data, workdir: Path, st, log: Log) -> list[dict]:
+  ordered = [done[r.id] for r in study.runs if r.id in done]
+  m = study.ensemble
   ensembles = None
   if m > 1:
     stored = st.user_attrs.get("ensembles", {})
@@ -219,7 +211,7 @@ def _report(config, runs, done: dict, data, workdir: Path, st, log: Log) -> list
       ensembles = [
         e for name, e in stored.items() if name.split("/")[0] in {r["name"] for r in ordered}
       ]
-  results.write_results(config, ordered, data, workdir, ensembles=ensembles)
+  results.write_results(study, ordered, data, workdir, ensembles=ensembles)
   best = results.best_run(ordered)
   if best is not None:  # the study's answer in one line: chosen on validation, scored on test
     tests = "; ".join(
@@ -241,26 +233,25 @@ def report_only(
   config: ml_collections.ConfigDict,
   workdir: str | Path,
   *,
-  storage: str | None = None,
-  study_name: str | None = None,
+  storage: Storage = LOCAL,
   log: Log = print,
 ) -> list[dict]:
   """Write results.md/csv and the figures from the study in storage alone (no data, no models)."""
   workdir = Path(workdir)
-  runs = sweep.expand(config)
-  if not storage and not (workdir / JOURNAL_NAME).exists():
+  study = plan.study_plan(config)
+  if not storage.url and not (workdir / JOURNAL_NAME).exists():
     raise StudyError(f"no study in {workdir} (no {JOURNAL_NAME}): give --storage, or run the study")
   workdir.mkdir(parents=True, exist_ok=True)
-  st = engine.open_study(config, workdir, storage=storage, name=study_name, log=log)
+  st = schedule.open_study(study.name, workdir, storage, log)
   trials = st.get_trials(deepcopy=False)
   try:
-    engine.check_config(trials, runs, st.study_name)
-  except engine.EngineError as e:
+    schedule.check_config(trials, study.runs, st.study_name)
+  except schedule.ScheduleError as e:
     raise StudyError(str(e)) from None
-  info = engine.dataset_info(st)
-  done = engine.results(trials, runs)
+  info = schedule.dataset_info(st)
+  done = schedule.results(trials, study.runs)
   if info is None or not done:
     raise StudyError(f"study {st.study_name!r} has no finished runs yet")
-  if len(done) < len(runs):
-    log(f"{len(done)} of {len(runs)} runs finished so far: the table shows those")
-  return _report(config, runs, done, SimpleNamespace(**info), workdir, st, log)
+  if len(done) < len(study.runs):
+    log(f"{len(done)} of {len(study.runs)} runs finished so far: the table shows those")
+  return _report(study, done, SimpleNamespace(**info), workdir, st, log)

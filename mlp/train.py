@@ -22,7 +22,8 @@ import numpy as np
 import optax
 
 from mlp import backprop, model, optim
-from mlp.spec import Hyper, Spec, Stopping, make_hyper, stack  # noqa: F401 (also train.X)
+from mlp import stopping as stopping_lib
+from mlp.spec import Hyper, Population, Spec, make_hyper, stack  # noqa: F401 (also train.X)
 
 # ------------------------------------------------------------------------ one run, one epoch
 
@@ -214,54 +215,45 @@ class FitResult(NamedTuple):
   state: model.State  # leading axis P: the batch-norm running statistics that go with params
   history: list[dict[str, list[float]]]  # per member: train_loss, val_loss, train_acc, ...
   epochs: np.ndarray  # (P,) epochs trained
-  stop_reason: list[str]  # per member: "gap", "patience", "max_epochs" or "diverged"
+  stop_reason: list[str]  # per member: the reason of the rule that stopped it (mlp.stopping)
   seconds: np.ndarray  # (P,) wall time
 
 
 # on_epoch(epoch, member ids, metrics) -> the ids of members to stop now (pruned), or None
 EpochCallback = Callable[[int, np.ndarray, dict[str, np.ndarray]], Sequence[int] | None]
+Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_val, y_val
+DTYPE = jnp.float32  # params, data and hyperparameters (Spec.compute_dtype: what steps compute in)
 
 
 def fit(
-  spec: Spec,
-  hyper: Hyper,
-  keys: jax.Array,
-  data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+  population: Population,
+  data: Data,
   *,
-  max_epochs: int,
-  stopping: Stopping = Stopping(),
-  vectorize: bool | None = None,
   on_epoch: EpochCallback | None = None,
-  dtype=jnp.float32,
-  init: Callable | None = None,
+  vectorize: bool | None = None,
 ) -> FitResult:
-  """Train a population (leading axis P on ``hyper`` and ``keys``) and return per-member results.
+  """Train a population (leading axis P on its ``hyper`` and ``keys``) until its stopping rules
+  stop every member, and return per-member results.
 
-  ``data`` = (x_train, y_train, x_val, y_val). Each member's key seeds its init (fold_in 0),
-  shuffling, dropout and augmentation (fold_in 1, then per epoch and step). ``vectorize`` trains
-  all members as one vmapped program (default: on accelerators) or one by one (default on CPU);
-  both give the same numbers. ``on_epoch(epoch, member_ids, metrics)`` is called after every epoch;
-  the member ids it returns stop there (stop reason "pruned"; a search's pruner decides).
-  ``init(params, state)`` replaces the fresh initialisation (leading axis = members), e.g.
-  mlp.transfer.initializer's.
+  Each member's key seeds its init (fold_in 0), shuffling, dropout and augmentation (fold_in 1,
+  then per epoch and step). ``vectorize`` trains all members as one vmapped program (default: on
+  accelerators) or one by one (default on CPU); both give the same numbers.
+  ``on_epoch(epoch, member_ids, metrics)`` is called after every epoch; the member ids it returns
+  are the pruner's (mlp.stopping.Pruned). ``population.init(params, state)`` replaces the fresh
+  initialisation (leading axis = members), e.g. mlp.transfer.initializer's.
   """
-  stopping.validate()
-  p = int(np.shape(keys)[0])
+  p = int(np.shape(population.keys)[0])
   if vectorize is None:
     vectorize = jax.default_backend() != "cpu"
   groups = [np.arange(p)] if vectorize else [np.array([i]) for i in range(p)]
   x_tr, y_tr, x_va, y_va = data
   arrays = (
-    jnp.asarray(x_tr, dtype),
+    jnp.asarray(x_tr, DTYPE),
     jnp.asarray(y_tr, jnp.int32),
-    jnp.asarray(x_va, dtype),
+    jnp.asarray(x_va, DTYPE),
     jnp.asarray(y_va, jnp.int32),
   )
-  results = [
-    _fit_group(spec, hyper, keys, ids, arrays, max_epochs, stopping, on_epoch, dtype, init)
-    for ids in groups
-  ]
-  return _concat(results)
+  return _concat([_fit_group(population, ids, arrays, on_epoch) for ids in groups])
 
 
 def _concat(results: Sequence[FitResult]) -> FitResult:
@@ -277,27 +269,31 @@ def _concat(results: Sequence[FitResult]) -> FitResult:
   )
 
 
-def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dtype, init=None):
+def _fit_group(
+  population: Population, ids: np.ndarray, data: tuple, on_epoch: EpochCallback | None
+) -> FitResult:
+  """Train the members ``ids`` of ``population`` as one program until every one has stopped."""
+  spec, rules = population.spec, population.stopping
   x_tr, y_tr, x_va, y_va = data
   n = len(ids)
-  hyper = jax.tree.map(lambda h: jnp.asarray(np.asarray(h)[ids], dtype), hyper)
-  keys = jnp.asarray(keys)[ids]
-  params, state = _init_population(spec.net, keys, dtype)
-  if init is not None:
-    params, state = jax.tree.map(lambda a: jnp.asarray(a, dtype), init(params, state))
+  hyper = jax.tree.map(lambda h: jnp.asarray(np.asarray(h)[ids], DTYPE), population.hyper)
+  keys = jnp.asarray(population.keys)[ids]
+  params, state = _init_population(spec.net, keys, DTYPE)
+  if population.init is not None:
+    params, state = jax.tree.map(lambda a: jnp.asarray(a, DTYPE), population.init(params, state))
   opt_state = jax.vmap(functools.partial(optim.init_state, name=spec.optimizer))(params)
+  keeps_best = rules.find(stopping_lib.Patience) is not None  # the best epoch's params are kept
   best = (params, state)  # jnp.where in _select makes new buffers, so this alias is never mutated
-  best_val = np.full(n, np.inf)
-  wait = np.zeros(n, int)
+  rule_state = rules.init(n)
   active = np.ones(n, bool)
   epochs = np.zeros(n, int)
-  reason = ["max_epochs"] * n
+  reason = [""] * n
   history = [dict(train_loss=[], val_loss=[], train_acc=[], val_acc=[], lr=[]) for _ in ids]
-  bound = stopping.diverge * math.log(spec.net.num_classes)  # a loss past it: diverged
   start = time.perf_counter()
   seconds = np.zeros(n)
   steps = math.ceil(len(y_tr) / spec.batch_size)  # per epoch (the learning rate logged: step 0's)
-  for epoch in range(max_epochs):
+  epoch = 0
+  while active.any():
     params, state, opt_state, _ = population_epoch(
       spec,
       params,
@@ -314,43 +310,23 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
     va_loss, va_acc = map(np.asarray, population_evaluate(spec, params, state, hyper, x_va, y_va))
     lr = np.asarray(optim.step_learning_rates(spec.schedule, hyper, epoch, steps)[0])
     metrics = dict(train_loss=tr_loss, val_loss=va_loss, train_acc=tr_acc, val_acc=va_acc, lr=lr)
-    done = epoch + 1
-    for i in np.flatnonzero(active):
+    epoch += 1
+    act = np.flatnonzero(active)
+    for i in act:
       for name, values in metrics.items():
         history[i][name].append(float(values[i]))
-      epochs[i] = done
-    score = va_loss if stopping.monitor == "val_loss" else -va_acc  # lower is better
-    improved = active & (score < best_val)
-    best_val = np.where(improved, score, best_val)
-    wait = np.where(improved, 0, wait + active)
-    if stopping.kind == "patience":
+      epochs[i] = epoch
+    asked = on_epoch(epoch, ids[act], {k: v[act] for k, v in metrics.items()}) if on_epoch else ()
+    pruned = np.isin(ids, np.asarray(list(asked or ()), int))
+    rule_state, stops = rules.update(rule_state, epoch, {**metrics, "pruned": pruned})
+    if keeps_best:
+      improved = active & rules.state_of(rule_state, stopping_lib.Patience).improved
       best = _select(jnp.asarray(improved), (params, state), best)
-    pruned: set[int] = set()
-    if on_epoch is not None:
-      act = np.flatnonzero(active)
-      pruned = {
-        int(m) for m in on_epoch(done, ids[act], {k: v[act] for k, v in metrics.items()}) or ()
-      }
-    for i in np.flatnonzero(active):
-      if (
-        not (np.isfinite(tr_loss[i]) and np.isfinite(va_loss[i]))
-        or max(tr_loss[i], va_loss[i]) > bound
-      ):
-        reason[i] = "diverged"
-      elif stopping.kind == "gap" and done > stopping.min_epoch:
-        if abs(va_loss[i] - tr_loss[i]) > stopping.gap:
-          reason[i] = "gap"
-      elif stopping.kind == "patience" and wait[i] >= stopping.patience:
-        reason[i] = "patience"
-      elif int(ids[i]) in pruned:
-        reason[i] = "pruned"
-      if reason[i] != "max_epochs":
-        active[i] = False
+    for i in act:
+      if stops[i]:
+        reason[i], active[i] = stops[i], False
         seconds[i] = time.perf_counter() - start
-    if not active.any():
-      break
-  seconds[active] = time.perf_counter() - start
-  final = best if stopping.kind == "patience" else (params, state)
+  final = best if keeps_best else (params, state)
   return FitResult(
     params=jax.tree.map(np.asarray, final[0]),
     state=jax.tree.map(np.asarray, final[1]),
@@ -361,44 +337,36 @@ def _fit_group(spec, hyper, keys, ids, data, max_epochs, stopping, on_epoch, dty
   )
 
 
-def chosen_epochs(history: dict[str, list[float]], stopping: Stopping, epochs: int) -> int:
-  """The epoch count that validation chose: the best monitored epoch under patience (whose params
-  :func:`fit` restores; the first on ties), else the ``epochs`` trained (gap, none)."""
-  if stopping.kind != "patience" or not history.get(stopping.monitor):
+def chosen_epochs(history: dict[str, list[float]], rules: stopping_lib.Chain, epochs: int) -> int:
+  """The epoch count that validation chose: the best monitored epoch under a patience rule (whose
+  params :func:`fit` restores; the first on ties), else the ``epochs`` trained."""
+  patience = rules.find(stopping_lib.Patience)
+  if patience is None or not history.get(patience.monitor):
     return int(epochs)
-  values = np.asarray(history[stopping.monitor], np.float64)
-  if stopping.monitor == "val_acc":
-    values = -values  # lower is better below
-  best = np.argmin(np.where(np.isfinite(values), values, np.inf))
-  return int(best) + 1
+  scores = patience.score({patience.monitor: np.asarray(history[patience.monitor], np.float64)})
+  return int(np.argmin(np.where(np.isfinite(scores), scores, np.inf))) + 1
 
 
-def refit(
-  spec: Spec,
-  hyper: Hyper,
-  keys: jax.Array,
-  data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-  epochs: Sequence[int],
-  *,
-  dtype=jnp.float32,
-  init: Callable | None = None,
-) -> FitResult:
+def refit(population: Population, data: Data, epochs: Sequence[int]) -> FitResult:
   """Train each member again, from its own seed, on train + validation for ``epochs[i]`` epochs.
 
   The standard last step once hyperparameters and the epoch count are chosen on validation
   (:func:`chosen_epochs`): the final model sees every labelled row but the test split. No early
-  stopping (validation is now training data); the history's "val" entries are measured on the
-  validation rows, which the model trains on, so they no longer estimate anything.
+  stopping (validation is now training data), only the divergence rule and the epoch count; the
+  history's "val" entries are measured on the validation rows, which the model trains on, so they
+  no longer estimate anything.
   """
   x_tr, y_tr, x_va, y_va = data
   both = (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), x_va, y_va)
+  diverged = [r for r in population.stopping.rules if isinstance(r, stopping_lib.Diverged)]
   parts = []
   for i, n in enumerate(epochs):
-    one = jax.tree.map(lambda h, i=i: np.asarray(h)[i : i + 1], hyper)
-    key = jnp.asarray(keys)[i : i + 1]
-    parts.append(
-      fit(spec, one, key, both, max_epochs=int(n), vectorize=False, dtype=dtype, init=init)
+    one = population._replace(
+      hyper=jax.tree.map(lambda h, i=i: np.asarray(h)[i : i + 1], population.hyper),
+      keys=jnp.asarray(population.keys)[i : i + 1],
+      stopping=stopping_lib.chain(*diverged, stopping_lib.MaxEpochs(int(n))),
     )
+    parts.append(fit(one, both, vectorize=False))
   return _concat(parts)
 
 

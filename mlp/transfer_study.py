@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 
 from mlp import data as data_lib
-from mlp import runner, study, sweep, tables
+from mlp import plan, rundir, study, tables
 
 
 def class_accuracies(confusion: Sequence[Sequence[int]], new: int) -> tuple[float, float, float]:
@@ -53,7 +53,7 @@ def run_transfer(config, workdir: str | os.PathLike, *, data_dir: str | None = N
   for k in ("grid", "extra_runs"):
     base_cfg[k] = ml_collections.ConfigDict()
   (base,) = study.run_study(base_cfg, workdir / "base", data_dir=data_dir, log=log)
-  base_model = runner.run_dir(workdir / "base", sweep.expand(base_cfg)[0]) / "model"
+  base_model = rundir.run_dir(workdir / "base", plan.study_plan(base_cfg).runs[0]) / "model"
   add_cfg = ml_collections.ConfigDict(copy.deepcopy(config.to_dict()))
   add_cfg.name = "scratch"
   add_cfg.grid = ml_collections.ConfigDict()
@@ -108,8 +108,8 @@ def run_transfer(config, workdir: str | os.PathLike, *, data_dir: str | None = N
       f"Accuracies on {split}: overall (all classes), on the rows of {new_class} (its recall), "
       f"and on the rows of the other classes. The base model is scored on the old classes only.",
       "last_layer and fine_tune start from the base model; their time excludes the base model's.",
-      f"last_layer: {sweep.fmt(t.last_layer.to_dict())}; fine_tune: "
-      f"{sweep.fmt(t.fine_tune.to_dict())} (overrides of the config).",
+      f"last_layer: {plan.fmt(t.last_layer.to_dict())}; fine_tune: "
+      f"{plan.fmt(t.fine_tune.to_dict())} (overrides of the config).",
     ],
     formats={"seconds": ".1f"},
   )

@@ -1,35 +1,35 @@
-"""Train a study's runs in worker processes, one per CPU core, each with a one-thread XLA pool.
+"""Where a study's runs are scheduled onto processes: worker processes, one per CPU core, each with
+a one-thread XLA pool.
 
 Why: on CPU, XLA runs a step's independent operations (dW and dx of a layer, say) on its intra-op
-thread pool. For small steps, handing work between threads costs more than it saves: on the 2-core
-development machine a HAR epoch at batch 1, hidden (300, 100), takes 875 ms with XLA's default pool
-and 370 ms with a one-thread pool (batch 50: 72 -> 66 ms). Large image batches are the other way
-round (CIFAR-10, batch 100, hidden 400: one thread is 1.5x slower). So a config with
-``workers = 0`` (one per core; the HAR ablation) trains its runs in that many processes, each
-with a one-thread pool on its own core, while ``workers = 1`` (image studies) trains in the calling
-process on every core. Accelerators always train in the calling process.
+thread pool, and for small steps handing work between threads costs more than it saves, while
+large image batches are the other way round (measurements: benchmarks/README.md, "A one-thread
+XLA pool"). So a config with ``workers = 0`` (one per core; the HAR ablation) trains its runs in
+that many processes, each with a one-thread pool on its own core, while ``workers = 1`` (image
+studies) trains in the calling process on every core. Accelerators always train in the calling
+process.
 
 How: the parent enqueues the pending runs, most expensive first, as trials of the study
-(mlp.engine) and starts the workers (``python -m mlp.workers``); each worker reads the study's
-``config.json``, loads the data and claims runs from the study's storage, exactly as workers on
-other machines do, so an interrupted study resumes the same way. The numbers do not depend on the
-number of workers: every run has its own seed.
+(mlp.schedule) and starts the workers (``python -m mlp.workers``), sending each the study's plans
+(mlp.plan; a :class:`Job` on its stdin): a worker never reads the config. Each loads the data and
+claims runs from the study's storage, exactly as workers on other machines do, so an interrupted
+study resumes the same way. The numbers do not depend on the number of workers: every run has its
+own seed.
 """
 
 import argparse
-import json
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
-import ml_collections
-
-from mlp import sweep
+from mlp.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_OVERHEAD_S = 50e-6  # per minibatch step, measured on CPU (benchmarks/README.md)
@@ -47,27 +47,22 @@ def available_cpus() -> list[int]:
   return list(range(os.cpu_count() or 1))
 
 
-def count(config: ml_collections.ConfigDict, pending: int) -> int:
-  """How many worker processes to use for ``pending`` runs (1 = train in this process)."""
+def count(requested: int, pending: int) -> int:
+  """How many worker processes to use for ``pending`` runs when the study asks for ``requested``
+  (config field workers: 0 = one per core); 1 = train in this process."""
   import jax
 
-  requested = int(config.get("workers", 1))
-  if requested < 0:
-    raise ValueError(f"workers must be >= 0 (0 = one per CPU core), got {requested}")
   if jax.default_backend() != "cpu" or not hasattr(os, "sched_setaffinity"):
     return 1
   n = requested or len(available_cpus())
   return max(1, min(n, pending))
 
 
-def estimated_seconds(
-  run: sweep.Run, rows: int, input_shape: tuple[int, ...], num_classes: int
-) -> float:
+def estimated_seconds(plan: Plan, rows: int) -> float:
   """A rough cost model for ordering the queue: per-step overhead + 3 passes of 2 flops per MAC."""
-  spec = sweep.spec_of(run.config, input_shape, num_classes)
-  epochs = int(run.config.train.max_epochs)
-  steps = math.ceil(rows / spec.batch_size)
-  return epochs * (steps * STEP_OVERHEAD_S + 6 * rows * spec.net.macs() / FLOPS_PER_S)
+  steps = math.ceil(rows / plan.spec.batch_size)
+  per_epoch = steps * STEP_OVERHEAD_S + 6 * rows * plan.spec.net.macs() / FLOPS_PER_S
+  return plan.max_epochs * per_epoch
 
 
 def limit_xla_threads(cpu: int) -> None:
@@ -89,35 +84,42 @@ def limit_xla_threads(cpu: int) -> None:
     os.sched_setaffinity(0, allowed)
 
 
+class Job(NamedTuple):
+  """What a worker process is sent: the study's plans and where its data, trials and run folders
+  are. Pickled onto the worker's stdin (a parent to its own child, like multiprocessing)."""
+
+  plans: tuple[Plan, ...]
+  data: Mapping  # the study's data section (mlp.plan.StudyPlan.data)
+  data_dir: str | None
+  storage: object  # mlp.schedule.Storage, with the study's name
+  workdir: Path
+
+
 def run(
-  workdir: Path,
+  job: Job,
   n: int,
   *,
-  data_dir: str | None,
-  storage: str | None,
-  study_name: str,
   log: Callable[[str], None],
   feed: Callable[[str], None] | None = None,
 ) -> None:
-  """Start ``n`` worker processes on the study's trials (mlp.engine); return when all exit.
+  """Start ``n`` worker processes on ``job``'s trials (mlp.schedule); return when all exit.
 
-  The study's config must already be in ``workdir/config.json`` and its runs enqueued. Each line
-  a worker prints (a message, or a progress event: mlp.progress) goes to ``feed`` (default
-  ``log``). Raises WorkerError when a worker fails; on KeyboardInterrupt the workers are
-  interrupted too and waited for.
+  The study's runs must already be enqueued. Each line a worker prints (a message, or a progress
+  event: mlp.progress) goes to ``feed`` (default ``log``). Raises WorkerError when a worker
+  fails; on KeyboardInterrupt the workers are interrupted too and waited for.
   """
-  workdir = Path(workdir)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
   log(f"training in {n} worker processes (one XLA thread each; config workers)")
+  sent = pickle.dumps(job)
   procs = []
   for i in range(n):
-    cmd = [sys.executable, "-m", "mlp.workers", "--workdir", str(workdir), "--index", str(i)]
-    cmd += ["--study", study_name]
-    if storage:
-      cmd += ["--storage", storage]
-    if data_dir:
-      cmd += ["--data_dir", str(data_dir)]
-    procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, bufsize=1))
+    cmd = [sys.executable, "-m", "mlp.workers", "--index", str(i)]
+    p = subprocess.Popen(
+      cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+    )
+    procs.append(p)
+  for p in procs:  # a job larger than a pipe's buffer waits for its worker to read it
+    threading.Thread(target=_send, args=(p, sent), daemon=True).start()
   readers = [
     threading.Thread(target=_relay, args=(p.stdout, feed or log), daemon=True) for p in procs
   ]
@@ -148,6 +150,15 @@ def run(
       + "; finished runs are saved: fix it and run the same command with the same --workdir to "
       "resume, or set --config.workers=1 to train in one process"
     )
+
+
+def _send(proc: subprocess.Popen, job: bytes) -> None:
+  """Write a pickled job to a worker's stdin and close it."""
+  try:
+    proc.stdin.buffer.write(job)
+    proc.stdin.close()
+  except (BrokenPipeError, ValueError):  # it failed at start: its exit code says so
+    pass
 
 
 def _relay(stream, feed: Callable[[str], None]) -> None:
@@ -191,13 +202,10 @@ def _exit_with_parent(poll_s: float = 0.5) -> None:
 
 
 def worker_main(argv: list[str] | None = None) -> None:
-  """One worker: claim the study's runs and train them until none is left (mlp.engine.work)."""
+  """One worker: claim the study's runs and train them until none is left (mlp.schedule.work).
+  Its :class:`Job` comes pickled on stdin."""
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--workdir", required=True)
   p.add_argument("--index", type=int, required=True)
-  p.add_argument("--study", required=True)
-  p.add_argument("--storage", default=None)
-  p.add_argument("--data_dir", default=None)
   args = p.parse_args(argv)
   limit_xla_threads(args.index)
   from mlp.interrupts import keep_interrupts
@@ -205,17 +213,16 @@ def worker_main(argv: list[str] | None = None) -> None:
   keep_interrupts()  # Ctrl-C reaches the workers too
 
   from mlp import data as data_lib
-  from mlp import engine, progress
+  from mlp import progress, schedule, trainer
 
-  workdir = Path(args.workdir)
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  job: Job = pickle.load(sys.stdin.buffer)
   _exit_with_parent()
   tag = f"[w{args.index}]"
   log = lambda s: _say(f"{tag} {s}")  # noqa: E731
-  st = engine.open_study(config, workdir, storage=args.storage, name=args.study, log=log)
-  data = data_lib.load(config.data, args.data_dir)
+  st = schedule.open_study("", job.workdir, job.storage, log)
+  data = data_lib.load(job.data, job.data_dir)
   events = lambda ev: _say(progress.encode(ev))  # noqa: E731 (the parent shows them)
-  engine.work(st, sweep.expand(config), data, workdir, vectorize=False, log=log, events=events)
+  schedule.work(st, job.plans, trainer.Context(data, job.workdir, log, events))
 
 
 if __name__ == "__main__":

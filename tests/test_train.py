@@ -9,6 +9,8 @@ import optax
 import pytest
 
 from mlp import layers, model, optim, train
+from mlp import stopping as stopping_lib
+from mlp.defaults import DEFAULTS
 
 
 def blobs(n, d=12, c=3, seed=0, noise=1.0):
@@ -34,6 +36,18 @@ def layer_hyper(net, rates=()):
   """Per-layer hyperparameters: ``rates`` for the dropout layers in order, defaults elsewhere."""
   it = iter(rates)
   return tuple(next(it) if layer.kind == "dropout" else layer.hyper for layer in net.layers)
+
+
+def fit(sp, hyper, keys, data, *, max_epochs, stopping=(), diverge=DEFAULTS.train.diverge, **kw):
+  """train.fit of the population (sp, hyper, keys) with the studies' chain of stopping rules
+  (mlp.plan): divergence, then ``stopping``, pruning and the epoch budget."""
+  rules = stopping_lib.chain(
+    stopping_lib.Diverged(diverge * math.log(sp.net.num_classes)),
+    *stopping,
+    stopping_lib.Pruned(),
+    stopping_lib.MaxEpochs(max_epochs),
+  )
+  return train.fit(train.Population(sp, hyper, keys, rules), data, **kw)
 
 
 def test_optax_path_equals_eq4_written_out():
@@ -126,14 +140,14 @@ def test_no_recompile_when_only_hyperparameter_values_change():
   sp = spec(16, dropout="inverted")
   keys = jax.random.split(jax.random.key(0), 1)
   data = (x, y, x[:16], y[:16])
-  train.fit(sp, _hypers(sp, [0.1], (0.2, 0.1)), keys, data, max_epochs=1)
+  fit(sp, _hypers(sp, [0.1], (0.2, 0.1)), keys, data, max_epochs=1)
   sizes = train.population_epoch._cache_size(), train.population_evaluate._cache_size()
   for lr, rates in [(0.01, (0.0, 0.5)), (0.3, (0.4, 0.0))]:
-    train.fit(sp, _hypers(sp, [lr], rates), keys, data, max_epochs=2)
+    fit(sp, _hypers(sp, [lr], rates), keys, data, max_epochs=2)
   assert (train.population_epoch._cache_size(), train.population_evaluate._cache_size()) == sizes
   # ...while a new static shape does compile a new program (so the counter can move).
   other = spec(8)
-  train.fit(other, _hypers(other, [0.1]), keys, data, max_epochs=1)
+  fit(other, _hypers(other, [0.1]), keys, data, max_epochs=1)
   assert train.population_epoch._cache_size() == sizes[0] + 1
 
 
@@ -142,10 +156,10 @@ def test_same_seed_same_numbers():
   sp = spec(7, dropout="regular")
   keys = jax.random.split(jax.random.key(5), 1)
   hyper = _hypers(sp, [0.05], (0.3, 0.3))
-  a = train.fit(sp, hyper, keys, (x, y, x, y), max_epochs=3)
-  b = train.fit(sp, hyper, keys, (x, y, x, y), max_epochs=3)
+  a = fit(sp, hyper, keys, (x, y, x, y), max_epochs=3)
+  b = fit(sp, hyper, keys, (x, y, x, y), max_epochs=3)
   other = jax.random.split(jax.random.key(6), 1)
-  c = train.fit(sp, hyper, other, (x, y, x, y), max_epochs=3)
+  c = fit(sp, hyper, other, (x, y, x, y), max_epochs=3)
   assert a.history == b.history
   for p, q in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
     np.testing.assert_array_equal(p, q)
@@ -169,12 +183,10 @@ def test_population_of_three_equals_three_single_runs():
     ]
   )
   keys = jax.random.split(jax.random.key(1), 3)
-  stopping = train.Stopping(kind="patience", patience=2)
-  pop = train.fit(
-    spec, hyper, keys, (x, y, xv, yv), max_epochs=6, stopping=stopping, vectorize=True
-  )
+  stopping = (stopping_lib.Patience(2, "val_loss"),)
+  pop = fit(spec, hyper, keys, (x, y, xv, yv), max_epochs=6, stopping=stopping, vectorize=True)
   for i in range(3):
-    one = train.fit(
+    one = fit(
       spec,
       jax.tree.map(lambda a, i=i: a[i : i + 1], hyper),
       keys[i : i + 1],
@@ -190,9 +202,7 @@ def test_population_of_three_equals_three_single_runs():
     for p, q in zip(jax.tree.leaves(one.params), jax.tree.leaves(pop.params), strict=True):
       np.testing.assert_allclose(p[0], q[i], rtol=1e-4, atol=1e-6)
   # The one-by-one default on CPU agrees too.
-  seq = train.fit(
-    spec, hyper, keys, (x, y, xv, yv), max_epochs=6, stopping=stopping, vectorize=False
-  )
+  seq = fit(spec, hyper, keys, (x, y, xv, yv), max_epochs=6, stopping=stopping, vectorize=False)
   assert list(seq.epochs) == list(pop.epochs)
 
 
@@ -200,7 +210,7 @@ def test_learns_blobs():
   x, y = blobs(300, noise=0.5)
   xv, yv = blobs(100, noise=0.5, seed=9)
   sp = spec(10, hidden=(16,))
-  res = train.fit(
+  res = fit(
     sp, _hypers(sp, [0.05]), jax.random.split(jax.random.key(0), 1), (x, y, xv, yv), max_epochs=5
   )
   assert res.history[0]["val_acc"][-1] > 0.9
@@ -212,13 +222,13 @@ def test_gap_stopping_waits_for_min_epoch_then_stops():
   x, y = blobs(12, noise=2.0)
   xv, yv = blobs(200, noise=2.0, seed=4)
   sp = spec(4, hidden=(32,))
-  res = train.fit(
+  res = fit(
     sp,
     _hypers(sp, [0.1]),
     jax.random.split(jax.random.key(0), 1),
     (x, y, xv, yv),
     max_epochs=30,
-    stopping=train.Stopping(kind="gap", gap=0.05, min_epoch=5),
+    stopping=(stopping_lib.Gap(0.05, 5),),
   )
   h = res.history[0]
   assert res.stop_reason == ["gap"]
@@ -234,13 +244,13 @@ def test_patience_stops_and_restores_best_epoch():
   xv, yv = blobs(200, noise=2.0, seed=4)
   sp = spec(4, hidden=(32,))
   keys = jax.random.split(jax.random.key(0), 1)
-  res = train.fit(
+  res = fit(
     sp,
     _hypers(sp, [0.1]),
     keys,
     (x, y, xv, yv),
     max_epochs=60,
-    stopping=train.Stopping(kind="patience", patience=3),
+    stopping=(stopping_lib.Patience(3, "val_loss"),),
   )
   h = res.history[0]
   assert res.stop_reason == ["patience"]
@@ -262,7 +272,7 @@ def test_diverged_run_is_marked_and_others_continue():
       for lr in (1e30, 0.01)
     ]
   )
-  res = train.fit(spec, hyper, jax.random.split(jax.random.key(0), 2), (x, y, x, y), max_epochs=4)
+  res = fit(spec, hyper, jax.random.split(jax.random.key(0), 2), (x, y, x, y), max_epochs=4)
   assert res.stop_reason[0] == "diverged"
   assert res.epochs[0] < 4 or not np.isfinite(res.history[0]["train_loss"][-1])
   assert res.stop_reason[1] == "max_epochs" and res.epochs[1] == 4
@@ -291,8 +301,6 @@ def test_spec_rejects_bad_values():
     spec(4, flip=True)
   with pytest.raises(ValueError, match="shift must be >= 0"):
     train.Spec(net=model.parse("flatten dense", (4, 4, 1), 2)[0], batch_size=1, shift=-1)
-  with pytest.raises(ValueError, match="early stopping"):
-    train.Stopping(kind="sometimes").validate()
 
 
 def test_patience_on_validation_accuracy_restores_best_accuracy_epoch():
@@ -300,8 +308,8 @@ def test_patience_on_validation_accuracy_restores_best_accuracy_epoch():
   xv, yv = blobs(200, noise=2.0, seed=4)
   sp = spec(4, hidden=(32,))
   keys = jax.random.split(jax.random.key(0), 1)
-  stopping = train.Stopping(kind="patience", patience=3, monitor="val_acc")
-  res = train.fit(sp, _hypers(sp, [0.1]), keys, (x, y, xv, yv), max_epochs=60, stopping=stopping)
+  stopping = (stopping_lib.Patience(3, "val_acc"),)
+  res = fit(sp, _hypers(sp, [0.1]), keys, (x, y, xv, yv), max_epochs=60, stopping=stopping)
   h = res.history[0]
   best = int(np.argmax(h["val_acc"]))  # first epoch reaching the maximum
   assert res.stop_reason == ["patience"] and len(h["val_acc"]) == best + 1 + 3
@@ -310,7 +318,7 @@ def test_patience_on_validation_accuracy_restores_best_accuracy_epoch():
   logp = train.log_probs(sp, params, state, hyper1, xv)
   np.testing.assert_allclose(np.mean(logp.argmax(1) == yv), h["val_acc"][best], rtol=1e-6)
   with pytest.raises(ValueError, match="monitor"):
-    train.Stopping(kind="patience", monitor="train_acc").validate()
+    stopping_lib.Patience(3, "train_acc")
 
 
 # ------------------------------------------------------------------------------- CNNs
@@ -360,9 +368,9 @@ def test_cnn_population_equals_single_runs_and_threads_batchnorm_state():
   sp = cnn_spec(flip=True, shift=1)
   hyper = cnn_hypers(sp, [(0.05, 0.3, 0.9), (0.02, 0.0, 0.5)])
   keys = jax.random.split(jax.random.key(2), 2)
-  pop = train.fit(sp, hyper, keys, (x, y, xv, yv), max_epochs=3, vectorize=True)
+  pop = fit(sp, hyper, keys, (x, y, xv, yv), max_epochs=3, vectorize=True)
   for i in range(2):
-    one = train.fit(
+    one = fit(
       sp,
       jax.tree.map(lambda a, i=i: a[i : i + 1], hyper),
       keys[i : i + 1],
@@ -388,9 +396,9 @@ def test_cnn_patience_restores_the_best_epochs_params_and_batchnorm_state():
   xv, yv = images(64, seed=4)
   sp = cnn_spec()
   hyper = cnn_hypers(sp, [(0.3, 0.3, 0.5)])
-  stopping = train.Stopping(kind="patience", patience=2, monitor="val_loss")
+  stopping = (stopping_lib.Patience(2, "val_loss"),)
   keys = jax.random.split(jax.random.key(0), 1)
-  res = train.fit(sp, hyper, keys, (x, y, xv, yv), max_epochs=30, stopping=stopping)
+  res = fit(sp, hyper, keys, (x, y, xv, yv), max_epochs=30, stopping=stopping)
   h = res.history[0]
   best = int(np.argmin(h["val_loss"]))
   assert res.stop_reason == ["patience"] and best < len(h["val_loss"]) - 1
@@ -439,10 +447,10 @@ def test_cnn_no_recompile_for_new_rates_momenta_or_learning_rates():
   sp = cnn_spec()
   keys = jax.random.split(jax.random.key(0), 1)
   data = (x, y, x[:8], y[:8])
-  train.fit(sp, cnn_hypers(sp, [(0.1, 0.2, 0.9)]), keys, data, max_epochs=1)
+  fit(sp, cnn_hypers(sp, [(0.1, 0.2, 0.9)]), keys, data, max_epochs=1)
   sizes = train.population_epoch._cache_size(), train.population_evaluate._cache_size()
   for row in [(0.01, 0.5, 0.99), (0.3, 0.0, 0.1)]:
-    train.fit(sp, cnn_hypers(sp, [row]), keys, data, max_epochs=1)
+    fit(sp, cnn_hypers(sp, [row]), keys, data, max_epochs=1)
   assert (train.population_epoch._cache_size(), train.population_evaluate._cache_size()) == sizes
 
 
@@ -477,14 +485,14 @@ def test_a_runaway_but_finite_loss_is_diverged():
   spec = train.Spec(net=mlp(), batch_size=4)
   hyper = train.stack([train.make_hyper(learning_rate=10.0, layers=layer_hyper(spec.net))])
   keys = jax.random.split(jax.random.key(0), 1)
-  loose = train.Stopping(diverge=1e30)  # the old rule: only a non-finite loss counts
-  old = train.fit(spec, hyper, keys, (x, y, x, y), max_epochs=1, stopping=loose)
+  loose = 1e30  # the old rule: only a non-finite loss counts
+  old = fit(spec, hyper, keys, (x, y, x, y), max_epochs=1, diverge=loose)
   assert np.isfinite(old.history[0]["train_loss"]).all() and old.stop_reason == ["max_epochs"]
   assert old.history[0]["train_loss"][-1] > 100 * np.log(3)
-  new = train.fit(spec, hyper, keys, (x, y, x, y), max_epochs=1)
+  new = fit(spec, hyper, keys, (x, y, x, y), max_epochs=1)
   assert new.stop_reason == ["diverged"]
   with pytest.raises(ValueError, match="diverge"):
-    train.Stopping(diverge=0.0).validate()
+    stopping_lib.Diverged(0.0)
 
 
 @pytest.mark.parametrize("vectorize", [False, True])
@@ -501,15 +509,43 @@ def test_members_named_by_on_epoch_stop_there_as_pruned_and_the_rest_go_on(vecto
     return [1] if epoch == 2 else None  # the pruner stops member 1 after its second epoch
 
   keys = jax.random.split(jax.random.key(0), 3)
-  res = train.fit(
-    spec, hyper, keys, (x, y, x, y), max_epochs=4, vectorize=vectorize, on_epoch=on_epoch
-  )
+  res = fit(spec, hyper, keys, (x, y, x, y), max_epochs=4, vectorize=vectorize, on_epoch=on_epoch)
   assert res.stop_reason == ["max_epochs", "pruned", "max_epochs"]
   assert res.epochs.tolist() == [4, 2, 4]
   assert len(res.history[1]["val_acc"]) == 2
   # Member 1 is never asked again after it was pruned.
   assert all(1 not in members for epoch, members in asked if epoch > 2)
   # Pruning one member does not change the others' numbers (vmapped or not).
-  plain = train.fit(spec, hyper, keys, (x, y, x, y), max_epochs=4, vectorize=vectorize)
+  plain = fit(spec, hyper, keys, (x, y, x, y), max_epochs=4, vectorize=vectorize)
   for i in (0, 2):
     np.testing.assert_allclose(res.history[i]["val_loss"], plain.history[i]["val_loss"])
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_a_pruner_stops_a_member_under_the_gap_rule_past_its_min_epoch(vectorize):
+  """Gap and pruning are separate rules: past gap_min_epoch, a member whose train/val gap is still
+  small is stopped by the pruner. (It used to run to max_epochs: once past min_epoch the gap
+  branch of the stopping if/elif chain was always taken, and the pruner's verdict never read.)"""
+  x, y = blobs(40)
+  sp = train.Spec(net=mlp(), batch_size=4)
+  hyper = train.stack(
+    [train.make_hyper(learning_rate=0.01, layers=layer_hyper(sp.net)) for _ in range(3)]
+  )
+  keys = jax.random.split(jax.random.key(0), 3)
+  never_wide = (stopping_lib.Gap(10.0, 1),)  # a gap no loss reaches: only the pruner stops
+
+  def on_epoch(epoch, members, metrics):
+    return [1] if epoch == 3 else None  # past min_epoch 1
+
+  res = fit(
+    sp,
+    hyper,
+    keys,
+    (x, y, x, y),
+    max_epochs=5,
+    stopping=never_wide,
+    vectorize=vectorize,
+    on_epoch=on_epoch,
+  )
+  assert res.stop_reason == ["max_epochs", "pruned", "max_epochs"]
+  assert res.epochs.tolist() == [5, 3, 5]

@@ -1,8 +1,9 @@
 """Hyperparameter search on an Optuna study in shared storage; JAX populations do the training.
 
 Any number of workers, on any machines, run :func:`run_worker` on the same study. Each worker
-asks trials in batches, groups them by static shape (``sweep.group_by_shape``), trains each group
-with ``runner.train_group`` (one vmapped population on accelerators, member by member on CPU),
+asks trials in batches, plans each (mlp.plan), groups them by static shape (``plan.groups``),
+trains each group with ``trainer.train_group`` (one vmapped population on accelerators, member by
+member on CPU),
 saves every trial as a run (TensorBoard + HParams, metrics, model, evaluation reports) and tells
 the study the best validation accuracy (maximised), with val loss, epochs and test accuracies as
 user attributes.
@@ -57,10 +58,11 @@ from mlp.search.strategies import (
   make_sampler,
   sequential_stage,
 )
-from mlp.search.worker import Worker, open_storage, open_study, run_worker
+from mlp.search.worker import Options, Worker, open_storage, open_study, run_worker
 
 __all__ = [
   "PRUNERS",
+  "Options",
   "SCALES",
   "STRATEGIES",
   "Param",

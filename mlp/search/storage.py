@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -31,6 +32,17 @@ Log = Callable[[str], None]
 JOURNAL_NAME = "study.journal"
 METRIC = "val_accuracy"  # the objective of studies and searches
 ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
+
+
+class Storage(NamedTuple):
+  """Where a study's trials live: ``url`` (a journal file path, or ``postgresql://...`` shared by
+  many machines; None: the workdir's journal) and the study's ``name`` (None: the config's)."""
+
+  url: str | None = None
+  name: str | None = None
+
+
+LOCAL = Storage()  # the workdir's journal, the study named as its config
 
 
 class StorageError(ValueError):

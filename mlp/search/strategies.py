@@ -73,7 +73,7 @@ def make_pruner(config: ml_collections.ConfigDict) -> optuna.pruners.BasePruner:
   kind = str(s.pruner)
   if kind not in PRUNERS:
     raise SearchError(f"search.pruner must be one of {PRUNERS}, got {kind!r}")
-  # The defaults live once, in configs/fer2013_search.py's search_section.
+  # The defaults live once, in configs/base.py's search_section.
   low, eta, boot = int(s.pruner_min_epochs), int(s.pruner_reduction), int(s.pruner_bootstrap)
   if kind == "median":
     return optuna.pruners.MedianPruner(n_startup_trials=int(s.pruner_startup), n_warmup_steps=low)

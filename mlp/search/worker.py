@@ -2,22 +2,24 @@
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ml_collections
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from mlp import fileio, runner, sweep, tensorboard
+from mlp import fileio, plan, rundir, tensorboard, trainer
 from mlp.data import Dataset
+from mlp.defaults import DEFAULTS
+from mlp.plan import Plan
 from mlp.search import rules, strategies
 from mlp.search import storage as storage_lib
 from mlp.search.leaderboard import write_outputs
 from mlp.search.space import SearchError, apply, base_params, space_of, suggest
-from mlp.search.storage import ACTIVE, fail_stale, worker_id
+from mlp.search.storage import ACTIVE, LOCAL, Storage, fail_stale, worker_id
 from mlp.search.strategies import sequential_stage
 
 Log = Callable[[str], None]
@@ -36,14 +38,30 @@ def open_storage(
   )
 
 
+class Options(NamedTuple):
+  """What one worker does this time: stop after ``max_trials`` trials or ``max_minutes`` minutes
+  (None: when the study's budget is reached), then write the outputs (leaderboard, figures)."""
+
+  max_trials: int | None = None
+  max_minutes: float | None = None
+  outputs: bool = True
+
+
+def _data_config(data: Mapping) -> dict:
+  """A data section as compared between a study and a config: what, not where (no data_dir);
+  a field added since the study was created at its configs/base.py default."""
+  out = {**DEFAULTS.data.to_dict(), **data}
+  out.pop("data_dir", None)
+  return fileio.to_jsonable(out)
+
+
 def _fingerprint(config: ml_collections.ConfigDict) -> dict:
   """What must match for trials of a resumed study to be comparable: data, space, strategy."""
   s = config.search
-  data = {k: v for k, v in config.data.to_dict().items() if k != "data_dir"}  # where, not what
   return fileio.to_jsonable(
     {
       "data": config.data.name,  # all that studies created before "data_config" hold
-      "data_config": data,
+      "data_config": _data_config(config.data.to_dict()),
       "strategy": s.strategy,
       "space": s.space.to_dict(),
       "order": list(s.order) if s.strategy == "sequential" else None,
@@ -73,6 +91,8 @@ def open_study(
     st.set_user_attr("config", fileio.to_jsonable(config.to_dict()))
     return st
   # A key the saved fingerprint lacks was added after that study was created: not compared.
+  if "data_config" in saved:
+    saved = {**saved, "data_config": _data_config(saved["data_config"])}
   diff = sorted(k for k in mine if k in saved and mine[k] != saved[k])
   if diff:
     raise SearchError(
@@ -92,19 +112,20 @@ class Worker:
     data: Dataset,
     workdir: Path,
     *,
+    options: Options = Options(),  # noqa: B008 (an immutable tuple)
     log: Log = print,
-    max_trials: int | None = None,
-    max_minutes: float | None = None,
   ):
-    self.deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+    minutes = options.max_minutes
+    self.deadline = None if minutes is None else time.monotonic() + 60 * minutes
     self.config, self.st, self.data, self.workdir, self.log = config, st, data, Path(workdir), log
     self.space = space_of(config)
     self.s = config.search
     self.budget = int(self.s.budget)
     self.count_failed = bool(self.s.count_failed)
-    self.max_trials = max_trials
+    self.max_trials = options.max_trials
     self.trained = 0
-    self.vectorize = runner.vectorize_of(config)
+    vectorize = trainer.vectorize_of(config.vectorize)
+    self.ctx = trainer.Context(data, self.workdir, log, vectorize=vectorize)
 
   def _trials(self) -> list[FrozenTrial]:
     return self.st.get_trials(deepcopy=False)
@@ -201,27 +222,28 @@ class Worker:
         self.log(f"trial {number}: over the budget of {self.budget} (another worker won), dropped")
         continue
       try:
-        params = suggest(trial, self.space)
-        cfg = apply(self.config, params)
-        run = sweep.Run(f"trial{number:05d}", int(self.config.seed), cfg)
-        sweep.hyper_of(cfg, self.data.input_shape, self.data.num_classes)
+        (run,) = plan.study_plan(apply(self.config, suggest(trial, self.space))).runs
+        run = run._replace(name=f"trial{number:05d}")
+        (p,) = plan.build([run], self.data.input_shape, self.data.num_classes)
       except (ValueError, KeyError) as e:
         storage_lib.fail(self.st, storage_lib.trial_id(trial), f"invalid: {e}")
         self.log(f"trial {number}: invalid hyperparameters ({e}), marked FAIL")
         continue
-      storage_lib.storage_of(self.st).set_trial_user_attr(
-        storage_lib.trial_id(trial), "run_dir", str(runner.run_dir(self.workdir, run))
+      storage = storage_lib.storage_of(self.st)
+      storage.set_trial_user_attr(storage_lib.trial_id(trial), "plan", p.describe())
+      storage.set_trial_user_attr(
+        storage_lib.trial_id(trial), "run_dir", str(rundir.run_dir(self.workdir, p))
       )
-      kept.append((storage_lib.trial_id(trial), (trial, run)))
+      kept.append((storage_lib.trial_id(trial), (trial, p)))
     return kept
 
   def _train(self, kept: list[tuple[int, Any]]) -> None:
     by_run = {item[1].id: item for _, item in kept}
-    runs = [run for _, (_, run) in kept]
-    groups = sweep.group_by_shape(runs, self.data.input_shape, self.data.num_classes)
+    plans = [p for _, (_, p) in kept]
+    groups = plan.groups(plans)
     self.log(
-      f"training {len(runs)} trials in {len(groups)} shape group(s) "
-      f"({'vmapped populations' if self.vectorize else 'member by member'})"
+      f"training {len(plans)} trials in {len(groups)} shape group(s) "
+      f"({'vmapped populations' if self.ctx.vectorize else 'member by member'})"
     )
     pending = {storage_lib.trial_id(trial): trial for trial, _ in by_run.values()}
 
@@ -233,12 +255,9 @@ class Worker:
 
     try:
       for group in groups:
-        runner.train_group(
+        trainer.train_group(
           group,
-          self.data,
-          self.workdir,
-          vectorize=self.vectorize,
-          log=self.log,
+          self.ctx,
           done=self.trained,
           total=self.budget,
           on_result=tell,
@@ -250,13 +269,13 @@ class Worker:
         self.hb.remove(trial_id)
       raise
 
-  def _prune(self, by_run: dict) -> Callable[[sweep.Run, int, dict], bool]:
+  def _prune(self, by_run: dict) -> Callable[[Plan, int, dict], bool]:
     """Report each epoch's val accuracy to its trial; True when the study's pruner stops it.
     Members of a population are asked one by one, so each is pruned on its own."""
-    pruning = str(self.s.get("pruner", "none")) != "none"
+    pruning = str(self.s.pruner) != "none"
 
-    def prune(run: sweep.Run, epoch: int, metrics: dict[str, float]) -> bool:
-      trial, _ = by_run[run.id]
+    def prune(p: Plan, epoch: int, metrics: dict[str, float]) -> bool:
+      trial, _ = by_run[p.id]
       value = float(metrics["val_acc"])
       if not np.isfinite(value):
         return False  # diverging: the run stops on its own
@@ -267,7 +286,7 @@ class Worker:
 
   def _tell(self, trial: optuna.Trial, result: dict) -> None:
     val = result.get("val") or {}
-    value = runner.objective(result)
+    value = rundir.objective(result)
     attrs: dict[str, Any] = {
       "val_loss": float(val["loss"]) if val else None,
       "epochs": int(result["epochs"]),
@@ -300,31 +319,30 @@ def run_worker(
   config: ml_collections.ConfigDict,
   workdir: str | Path,
   *,
-  study_name: str | None = None,
-  storage: str | None = None,
-  data_dir: str | None = None,
-  data: Dataset | None = None,
-  max_trials: int | None = None,
-  max_minutes: float | None = None,
+  storage: Storage = LOCAL,
+  data: Dataset | str | None = None,
+  options: Options = Options(),  # noqa: B008 (an immutable tuple)
   log: Log = print,
-  outputs: bool = True,
 ) -> optuna.Study:
-  """Join (or create) the study and work on it until its budget is reached; then write outputs."""
+  """Join (or create) the study and work on it until its budget is reached; then write outputs.
+
+  ``data``: the data set, or the folder to load the config's from (None: $MLP_DATA_DIR, the cache
+  or a download)."""
   from mlp import data as data_lib
 
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   space = space_of(config)  # validates the space before anything is created
-  name = study_name or config.name
-  st = open_study(config, name, open_storage(storage, workdir, config, log))
+  name = storage.name or config.name
+  st = open_study(config, name, open_storage(storage.url, workdir, config, log))
   fileio.atomic_write_json(workdir / "config.json", config.to_dict())
-  if data is None:
-    data = data_lib.load(config.data, data_dir)
-  sample = sweep.hparams_of(sweep.Run("x", 0, apply(config, base_params(config, space))))
+  if not isinstance(data, Dataset):
+    data = data_lib.load(config.data, data)
+  (sample,) = plan.study_plan(apply(config, base_params(config, space))).runs
   tensorboard.write_hparams_config(
     workdir / "runs",
-    dict.fromkeys(tensorboard.flat_hparams(sample)),  # (no domains: the sampler chooses values)
-    runner.metric_tags(data.tests),
+    dict.fromkeys(tensorboard.flat_hparams(plan.hparams(sample))),  # (the sampler picks values)
+    rundir.metric_tags(data.tests),
   )
   for note in data.notes:
     log(note)
@@ -332,7 +350,7 @@ def run_worker(
     f"study {name!r} ({config.search.strategy} search, budget {config.search.budget}) as "
     f"worker {worker_id()}"
   )
-  Worker(config, st, data, workdir, log=log, max_trials=max_trials, max_minutes=max_minutes).run()
-  if outputs:
+  Worker(config, st, data, workdir, options=options, log=log).run()
+  if options.outputs:
     write_outputs(config, st, workdir, log=log)
   return st

@@ -1,12 +1,13 @@
-"""A study's runs as trials of an Optuna study, in the storage a search uses: shared by machines.
+"""Where a study's runs are scheduled: as trials of an Optuna study, in the storage a search uses,
+claimed by workers (processes of mlp.workers, or launchers on other machines sharing the storage).
 
-Every run (grid x extra runs x seeds) is one trial with a ``run`` user attribute. Whoever starts
-the study enqueues a WAITING trial for each run without a COMPLETE or active one, most expensive
-first; workers (processes on any machine, each with its own workdir) claim WAITING trials in
-number order, with Optuna's own WAITING -> RUNNING transition (one winner), train them with
-:mod:`mlp.runner`, and tell the result: the value is the validation accuracy, the ``result`` user
-attribute the whole result (metrics, per-epoch curves, confusion matrices). Models, reports and
-TensorBoard events stay in the training machine's workdir.
+Every run (grid x extra runs x seeds) is one trial with a ``run`` user attribute and its ``plan``
+(mlp.plan). Whoever starts the study enqueues a WAITING trial for each run without a COMPLETE or
+active one, most expensive first; workers (processes on any machine, each with its own workdir)
+claim WAITING trials in number order, with Optuna's own WAITING -> RUNNING transition (one
+winner), train them (mlp.trainer), and tell the result: the value is the validation accuracy, the
+``result`` user attribute the whole result (metrics, per-epoch curves, confusion matrices, plan).
+Models, reports and TensorBoard events stay in the training machine's workdir.
 
 Each run is trained once: a claimed trial is dropped (FAIL, ``fail_reason=duplicate``) when its run
 already has a COMPLETE trial or a lower-numbered WAITING or RUNNING one, and two trials of one run
@@ -19,17 +20,18 @@ retried by the same command (the error would repeat): running the command again 
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import ml_collections
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from mlp import fileio, progress, runner, sweep
+from mlp import fileio, plan, progress, rundir, trainer
 from mlp.data import Dataset
+from mlp.plan import Plan, Run
 from mlp.search import storage as storage_lib
+from mlp.search.storage import LOCAL, Storage
 
 Log = Callable[[str], None]
 HEARTBEAT_S = 5.0  # seconds between heartbeats of a worker's in-flight runs
@@ -38,25 +40,18 @@ POLL_S = 1.0  # wait between looks while other workers train the last runs
 NOT_RETRIED = ("error", "interrupted")  # fail reasons a worker leaves for the next command
 
 
-class EngineError(RuntimeError):
+class ScheduleError(RuntimeError):
   """Runs failed, or the stored study disagrees with the config."""
 
 
-def open_study(
-  config: ml_collections.ConfigDict,
-  workdir: Path,
-  *,
-  storage: str | None = None,
-  name: str | None = None,
-  log: Log = print,
-) -> optuna.Study:
-  """Create or load the study of ``config`` (name: ``name`` or ``config.name``)."""
+def open_study(name: str, workdir: Path, storage: Storage = LOCAL, log: Log = print):
+  """Create or load the study ``storage.name`` (or ``name``, the config's) in its storage."""
   optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "Using an existing study"
   st_storage = storage_lib.open_storage(
-    storage, workdir, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, log=log
+    storage.url, workdir, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, log=log
   )
   st = optuna.create_study(
-    study_name=name or str(config.get("name", "study")),
+    study_name=storage.name or name,
     storage=st_storage,
     direction="maximize",
     load_if_exists=True,
@@ -79,7 +74,7 @@ def complete(trials: list[FrozenTrial]) -> FrozenTrial | None:
   return next((t for t in trials if t.state == TrialState.COMPLETE), None)
 
 
-def to_enqueue(runs: list[sweep.Run], trials: list[FrozenTrial], *, retry_errors: bool) -> list:
+def to_enqueue(runs: Sequence, trials: list[FrozenTrial], *, retry_errors: bool) -> list:
   """Runs with no COMPLETE and no WAITING or RUNNING trial; with ``retry_errors`` False, also
   not those whose last trial failed with an error or was interrupted (a pure function)."""
   grouped = by_run(trials)
@@ -109,7 +104,7 @@ def is_duplicate(trial: FrozenTrial, trials: list[FrozenTrial]) -> bool:
   return False
 
 
-def leftovers(trials: list[FrozenTrial], runs: list[sweep.Run]) -> list[FrozenTrial]:
+def leftovers(trials: list[FrozenTrial], runs: Sequence[Run | Plan]) -> list[FrozenTrial]:
   """WAITING trials of finished runs: duplicates from two workers' racing enqueues that nobody
   claimed before the runs were done (a pure function)."""
   grouped = by_run(trials)
@@ -117,25 +112,27 @@ def leftovers(trials: list[FrozenTrial], runs: list[sweep.Run]) -> list[FrozenTr
   return [t for t in trials if t.state == TrialState.WAITING and t.user_attrs.get("run") in done]
 
 
-def enqueue(st: optuna.Study, runs: list[sweep.Run]) -> None:
-  for run in runs:
-    st.enqueue_trial({}, user_attrs={"run": run.id}, skip_if_exists=False)
+def enqueue(st: optuna.Study, plans: Sequence[Plan]) -> None:
+  """A WAITING trial per plan, with the run's id and its plan (what optuna-dashboard shows)."""
+  for p in plans:
+    attrs = {"run": p.id, "plan": p.describe()}
+    st.enqueue_trial({}, user_attrs=attrs, skip_if_exists=False)
 
 
-def check_config(trials: list[FrozenTrial], runs: list[sweep.Run], name: str) -> None:
+def check_config(trials: list[FrozenTrial], runs: Sequence[Run], name: str) -> None:
   """Refuse a config whose runs were finished in study ``name`` with different settings."""
   grouped = by_run(trials)
   for run in runs:
     t = complete(grouped.get(run.id, []))
-    if t is not None and not runner.same_config(t.user_attrs.get("result", {}), run):
-      raise EngineError(
+    if t is not None and not plan.same_run(t.user_attrs.get("result", {}), run):
+      raise ScheduleError(
         f"run {run.id} of study {name!r} was trained with a different config than the "
         "current one; finished runs are never overwritten: use a new --workdir (or a new --study "
         "name on a shared --storage)"
       )
 
 
-def results(trials: list[FrozenTrial], runs: list[sweep.Run]) -> dict[str, dict]:
+def results(trials: list[FrozenTrial], runs: Sequence[Run | Plan]) -> dict[str, dict]:
   """{run id: result} of the runs finished among ``trials``."""
   grouped = by_run(trials)
   out = {}
@@ -146,7 +143,7 @@ def results(trials: list[FrozenTrial], runs: list[sweep.Run]) -> dict[str, dict]
   return out
 
 
-def adopt(st: optuna.Study, runs: list[sweep.Run], workdir: Path, log: Log) -> int:
+def adopt(st: optuna.Study, runs: Sequence[Run], workdir: Path, log: Log) -> int:
   """Add to the study the runs finished in ``workdir`` (result.json) that it lacks: workdirs
   written before studies lived in storage, or a worker killed between saving and telling."""
   grouped = by_run(st.get_trials(deepcopy=False))
@@ -154,18 +151,18 @@ def adopt(st: optuna.Study, runs: list[sweep.Run], workdir: Path, log: Log) -> i
   for run in runs:
     if complete(grouped.get(run.id, [])) is not None:
       continue
-    path = runner.run_dir(workdir, run) / "result.json"
+    path = rundir.run_dir(workdir, run) / "result.json"
     if not path.exists():
       continue
     result = json.loads(path.read_text())
-    if not runner.same_config(result, run):
-      raise EngineError(
+    if not plan.same_run(result, run):
+      raise ScheduleError(
         f"{path} was trained with a different config than the current one for run {run.id}; "
         "finished runs are never overwritten: use a new --workdir, or delete that run's folder"
       )
     st.add_trial(
       optuna.trial.create_trial(
-        value=runner.objective(result),
+        value=rundir.objective(result),
         distributions={},
         params={},
         user_attrs={"run": run.id, "result": result, "adopted": str(path)},
@@ -177,55 +174,61 @@ def adopt(st: optuna.Study, runs: list[sweep.Run], workdir: Path, log: Log) -> i
   return n
 
 
-def work(
-  st: optuna.Study,
-  runs: list[sweep.Run],
-  data: Dataset,
-  workdir: Path,
-  *,
-  vectorize: bool,
-  log: Log,
-  events: Callable[[dict], None] | None = None,
-) -> int:
+def work(st: optuna.Study, plans: Sequence[Plan], ctx: trainer.Context) -> int:
   """Claim and train the study's runs until each is COMPLETE or failed with an error; returns
-  how many this worker trained. Waits while other workers train the last runs. ``events``:
-  training's progress events (runner.train_group)."""
-  workdir = Path(workdir)
-  index = {r.id: i for i, r in enumerate(runs)}
-  group_of = {
-    r.id: k
-    for k, g in enumerate(sweep.group_by_shape(runs, data.input_shape, data.num_classes))
-    for r in g.runs
-  }
+  how many this worker trained. Waits while other workers train the last runs."""
+  index = {p.id: i for i, p in enumerate(plans)}
+  by_id = {p.id: p for p in plans}
+  group_of = {p.id: k for k, g in enumerate(plan.groups(plans)) for p in g.plans}
   hb = storage_lib.Heartbeat(st, HEARTBEAT_S)
   trained = 0
   try:
     while True:
-      storage_lib.fail_stale(st, GRACE_S, log)
+      storage_lib.fail_stale(st, GRACE_S, ctx.log)
       trials = st.get_trials(deepcopy=False)
       grouped = by_run(trials)
-      if all(complete(grouped.get(r.id, [])) is not None for r in runs):
-        for t in leftovers(trials, runs):
+      if all(complete(grouped.get(p.id, [])) is not None for p in plans):
+        for t in leftovers(trials, plans):
           tid = storage_lib.trial_id(t)
           if storage_lib.storage_of(st).set_trial_state_values(tid, state=TrialState.RUNNING):
             storage_lib.fail(st, tid, "duplicate")  # claimed first: no other worker trains it
         return trained
-      retry = to_enqueue(runs, trials, retry_errors=False)
+      retry = to_enqueue(plans, trials, retry_errors=False)
       if retry:
-        retried = [r.id for r in retry if grouped.get(r.id)]
+        retried = [p.id for p in retry if grouped.get(p.id)]
         if retried:
-          log(f"retrying {', '.join(retried)} (its worker died)")
+          ctx.log(f"retrying {', '.join(retried)} (its worker died)")
         enqueue(st, retry)
         continue
       if not any(
         t.state in storage_lib.ACTIVE and t.user_attrs.get("run") in index for t in trials
       ):
         return trained  # the rest failed with errors: the caller reports them
-      claimed = _claim(st, trials, index, group_of, vectorize, hb)
+      claimed = _claim(st, trials, index, group_of, ctx.vectorize, hb)
       if not claimed:
         time.sleep(POLL_S)
         continue
-      trained += _train(st, claimed, runs, index, data, workdir, vectorize, hb, log, events)
+      pending = _told_when_saved(st, claimed, by_id, hb, ctx)  # trial id -> run id, to train
+      tid_of = {run_id: tid for tid, run_id in pending.items()}
+
+      def tell(result: dict, tid_of=tid_of, pending=pending) -> None:  # as soon as it is saved
+        tid = tid_of[result["run"]]
+        _tell(st, tid, result, ctx.log)
+        pending.pop(tid, None)
+        hb.remove(tid)
+
+      todo = [by_id[run_id] for run_id in pending.values()]
+      try:
+        for group in plan.groups(todo):
+          first = index[group.plans[0].id]  # the progress prefix: its place in the study's runs
+          trainer.train_group(group, ctx, done=first, total=len(plans), on_result=tell)
+      except BaseException as e:
+        reason = "interrupted" if isinstance(e, KeyboardInterrupt) else "error"
+        for tid in pending:
+          storage_lib.fail(st, tid, reason)
+          hb.remove(tid)
+        raise
+      trained += len(todo)
   finally:
     hb.close()
 
@@ -258,52 +261,23 @@ def _claim(st, trials, index, group_of, vectorize: bool, hb) -> list[tuple[int, 
   return claimed
 
 
-def _train(st, claimed, runs, index, data, workdir: Path, vectorize, hb, log, events) -> int:
+def _told_when_saved(st, claimed, by_id: dict[str, Plan], hb, ctx: trainer.Context) -> dict:
+  """Tell the claimed runs whose result this workdir already holds (trained here, killed before
+  telling); returns the others, trial id -> run id."""
   storage = storage_lib.storage_of(st)
-  pending = dict(claimed)  # trial id -> run id
-  tid_of = {run_id: tid for tid, run_id in claimed}
-  todo = []
+  pending = {}
   for tid, run_id in claimed:
-    run = runs[index[run_id]]
-    rdir = runner.run_dir(workdir, run)
-    storage.set_trial_user_attr(tid, "run_dir", str(rdir))
-    saved = rdir / "result.json"
-    result = json.loads(saved.read_text()) if saved.exists() else None
-    if result is not None and runner.same_config(result, run):
-      _tell(st, tid, result, log)  # trained here, killed before telling
-      pending.pop(tid)
-      hb.remove(tid)
-      if events is not None:
-        events(progress.done_event(run.id, f"{run.id} was trained here before: told the study"))
-    else:
-      todo.append(run)
-
-  def tell(result: dict) -> None:  # as soon as each run is saved, not after its whole group
-    tid = tid_of[result["run"]]
-    _tell(st, tid, result, log)
-    pending.pop(tid, None)
+    p = by_id[run_id]
+    storage.set_trial_user_attr(tid, "run_dir", str(rundir.run_dir(ctx.workdir, p)))
+    result = rundir.saved_result(ctx.workdir, p.run)
+    if result is None:
+      pending[tid] = run_id
+      continue
+    _tell(st, tid, result, ctx.log)
     hb.remove(tid)
-
-  try:
-    for group in sweep.group_by_shape(todo, data.input_shape, data.num_classes):
-      runner.train_group(
-        group,
-        data,
-        workdir,
-        vectorize=vectorize,
-        log=log,
-        done=index[group.runs[0].id],  # the progress prefix: its place in the study's runs
-        total=len(runs),
-        on_result=tell,
-        events=events,
-      )
-  except BaseException as e:
-    reason = "interrupted" if isinstance(e, KeyboardInterrupt) else "error"
-    for tid in pending:
-      storage_lib.fail(st, tid, reason)
-      hb.remove(tid)
-    raise
-  return len(todo)
+    if ctx.events is not None:
+      ctx.events(progress.done_event(p.id, f"{p.id} was trained here before: told the study"))
+  return pending
 
 
 def _tell(st: optuna.Study, tid: int, result: dict, log: Log) -> None:
@@ -312,13 +286,13 @@ def _tell(st: optuna.Study, tid: int, result: dict, log: Log) -> None:
   try:
     storage.set_trial_user_attr(tid, "result", result)
     storage.set_trial_state_values(
-      tid, state=TrialState.COMPLETE, values=[runner.objective(result)]
+      tid, state=TrialState.COMPLETE, values=[rundir.objective(result)]
     )
   except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError) as e:
     log(f"run {result['run']}: its trial was already ended elsewhere (stale?): {e}")
 
 
-def failures(trials: list[FrozenTrial], runs: list[sweep.Run]) -> dict[str, str]:
+def failures(trials: list[FrozenTrial], runs: Sequence[Run]) -> dict[str, str]:
   """{run id: fail reason} of the runs without a result whose last trial failed."""
   grouped = by_run(trials)
   out = {}
