@@ -60,7 +60,7 @@ def check_names(names) -> None:
 
 
 def fit_predict(
-  name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0
+  name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int
 ) -> tuple[np.ndarray, float]:
   """(predicted labels for ``x_test``, seconds to fit and predict) of baseline ``name``."""
   import warnings

@@ -20,7 +20,7 @@ class HeavyBallState(NamedTuple):
 
 
 def heavy_ball(
-  learning_rate: jax.Array, momentum: jax.Array, l2: jax.Array = 0.0
+  learning_rate: jax.Array, momentum: jax.Array, l2: jax.Array
 ) -> optax.GradientTransformation:
   """SGD with heavy-ball momentum and L2 weight decay, HAR study Eq. 4.
 
@@ -117,7 +117,7 @@ def optimizer(
   learning_rate: jax.Array,
   momentum: jax.Array,
   l2: jax.Array,
-  beta2: jax.Array = 0.999,
+  beta2: jax.Array,
 ) -> optax.GradientTransformation:
   """The update rule ``name``, fed by the hand-written gradients; every value may be traced.
 
@@ -142,4 +142,4 @@ def optimizer(
 
 def init_state(params: model.Params, name: str = "sgd") -> optax.OptState:
   """State for :func:`optimizer` ``name`` (its layout does not depend on hyperparameter values)."""
-  return optimizer(name, 0.0, 0.0, 0.0).init(params)
+  return optimizer(name, 0.0, 0.0, 0.0, 0.0).init(params)

@@ -334,11 +334,12 @@ def _plan(run: Run, input_shape: tuple[int, ...], num_classes: int) -> Plan:
     net, layer_hyper = model.parse(
       _architecture(s, input_shape), input_shape, num_classes, dropout=str(s.model.dropout)
     )
+    rules = _stopping(s.train, num_classes)  # first: max_epochs is also the cosine horizon
     return Plan(
       run=run,
       spec=_spec(s, net),
       hyper=_hyper(s, layer_hyper),
-      stopping=_stopping(s.train, num_classes),
+      stopping=rules,
       init_from=str(s.model.init_from),
       refit=bool(s.train.refit),
       eval_train=bool(s.report.eval_train),

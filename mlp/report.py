@@ -25,13 +25,12 @@ def evaluation_report(
   class_names: Sequence[str],
   *,
   title: str,
-  prefix: str = "",
   topk: int | None = None,
 ) -> dict[str, Path]:
   """Write the evaluation report of one classifier on one split.
 
   Predictions are ``argmax(probs)`` (lowest index wins ties, matching ``topk_accuracy``). Files in
-  ``out_dir`` (all names prefixed with ``prefix``): ``report.md`` (correct-classification rate
+  ``out_dir``: ``report.md`` (correct-classification rate
   ``trace(cm)/N``, sample error rate ``1 - trace(cm)/N``, top-1..top-``topk`` accuracy (default
   all C), raw and class-normalised confusion matrices, per-class recall / precision / F1 /
   classification rate with macro averages), ``confusion.csv``, ``confusion_normalized.csv``,
@@ -56,12 +55,12 @@ def evaluation_report(
 
   out = Path(out_dir)
   paths = {
-    "report": out / f"{prefix}report.md",
-    "confusion_csv": out / f"{prefix}confusion.csv",
-    "confusion_normalized_csv": out / f"{prefix}confusion_normalized.csv",
-    "per_class_csv": out / f"{prefix}per_class.csv",
-    "confusion_png": out / f"{prefix}confusion.png",
-    "confusion_normalized_png": out / f"{prefix}confusion_normalized.png",
+    "report": out / "report.md",
+    "confusion_csv": out / "confusion.csv",
+    "confusion_normalized_csv": out / "confusion_normalized.csv",
+    "per_class_csv": out / "per_class.csv",
+    "confusion_png": out / "confusion.png",
+    "confusion_normalized_png": out / "confusion_normalized.png",
   }
 
   # CSVs: full precision (Python's shortest round-trip float repr).

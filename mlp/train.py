@@ -253,7 +253,10 @@ def fit(
     jnp.asarray(x_va, DTYPE),
     jnp.asarray(y_va, jnp.int32),
   )
-  return _concat([_fit_group(population, ids, arrays, on_epoch) for ids in groups])
+  results = []
+  for ids in groups:  # (a loop, not a comprehension: one frame less between a study and a step)
+    results.append(_fit_group(population, ids, arrays, on_epoch))
+  return _concat(results)
 
 
 def _concat(results: Sequence[FitResult]) -> FitResult:

@@ -151,13 +151,13 @@ def test_cross_validation_scores_the_first_ensemble(har_dir, tmp_path):
 
 
 def test_best_configs_are_valid_and_keep_the_study_grid():
-  from mlp import sweep
+  from mlp import plan
 
   cfg = har_config.get_config("best")
-  runs = sweep.expand(cfg)
+  runs = plan.study_plan(cfg).runs
   assert ensemble.size_of(cfg) == 5 and len(runs) == 15 and {r.name for r in runs} == {cfg.name}
-  assert len(sweep.group_by_shape(runs, (561,), 6)) == 1  # one compiled program for all seeds
+  assert len(plan.groups(plan.build(runs, (561,), 6))) == 1  # one program for all seeds
   cv = har_cv.get_config("best")
   crossval.cv_of(cv)
   assert cv.seeds == ensemble.size_of(cv) == 5  # one ensemble per fold
-  assert len(sweep.expand(har_config.get_config())) == 17  # the study's grid is untouched
+  assert len(plan.study_plan(har_config.get_config()).runs) == 17  # the grid is untouched

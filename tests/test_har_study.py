@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from configs import har as har_config
-from mlp import checkpoint, inference, runner, study, sweep, tensorboard, train, workers
+from mlp import checkpoint, inference, plan, rundir, study, tensorboard, train, workers
 from mlp import data as data_lib
 from mlp import results as results_lib
+from mlp import stopping as stopping_lib
 from tests.data_fixtures import write_fake_har
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,15 +41,83 @@ def quick_config(**train_overrides):
   return cfg
 
 
+# Loaded by every Python process started with its folder on PYTHONPATH (the worker processes):
+# counts the calls that plan a run, and says that it is there (a test that cannot see into the
+# workers must not pass).
+COUNTING = """
+import os
+if os.environ.get("MLP_TEST_COUNTS"):
+  from tests.test_har_study import count_planning
+  count_planning(os.environ["MLP_TEST_COUNTS"])
+"""
+
+
+def count_planning(path: str) -> None:
+  """Append "<pid> <function>" to ``path`` for every network parse and every plan built from a
+  config in this process, and "<pid> start" now."""
+  from mlp import model
+
+  def counted(module, name):
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+      with open(path, "a") as f:
+        f.write(f"{os.getpid()} {name}\n")
+      return real(*args, **kwargs)
+
+    setattr(module, name, wrapper)
+    return real
+
+  with open(path, "a") as f:
+    f.write(f"{os.getpid()} start\n")
+  return [
+    (m, n, counted(m, n)) for m, n in ((model, "parse"), (plan, "study_plan"), (plan, "build"))
+  ]
+
+
 @pytest.fixture(scope="module")
-def finished(har_dir, tmp_path_factory):
+def counts(tmp_path_factory):
+  """Where the processes of the ``finished`` study say what they planned (count_planning)."""
+  folder = tmp_path_factory.mktemp("counting")
+  (folder / "sitecustomize.py").write_text(COUNTING)
+  return folder / "counts.txt", folder
+
+
+@pytest.fixture(scope="module")
+def finished(har_dir, counts, tmp_path_factory):
   """The quick study trained by two worker processes (mlp.workers), as HAR does on CPU."""
   workdir = tmp_path_factory.mktemp("study")
   cfg = quick_config()
   cfg.workers = 2
   lines = []
-  results = study.run_study(cfg, workdir, data_dir=str(har_dir), log=lines.append)
+  path, folder = counts
+  saved = dict(os.environ)
+  os.environ["MLP_TEST_COUNTS"] = str(path)
+  os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), str(ROOT), saved.get("PYTHONPATH", "")])
+  real = count_planning(str(path))
+  try:
+    results = study.run_study(cfg, workdir, data_dir=str(har_dir), log=lines.append)
+  finally:
+    os.environ.clear()
+    os.environ.update(saved)
+    for module, name, function in real:
+      setattr(module, name, function)
   return cfg, workdir, results, lines
+
+
+def test_a_run_is_planned_once_and_workers_never_plan(finished, counts):
+  """Every network is parsed once per run, in the process that planned the study; the worker
+  processes receive the plans and parse nothing, nor plan anything from a config."""
+  cfg, _, results, _ = finished
+  calls: dict[int, list[str]] = {}
+  for line in counts[0].read_text().splitlines():
+    pid, name = line.split()
+    calls.setdefault(int(pid), []).append(name)
+  parent = calls.pop(os.getpid())
+  assert parent.count("parse") == len(results) == 9
+  assert parent.count("study_plan") == 1 and parent.count("build") == 1
+  assert len(calls) == 2  # the two workers ran the counting code: they would have been seen
+  assert all(names == ["start"] for names in calls.values()), calls
 
 
 def read_csv(path):
@@ -58,7 +127,7 @@ def read_csv(path):
 
 def test_table_has_every_run_with_topk_on_test(finished):
   cfg, workdir, results, lines = finished
-  runs = sweep.expand(cfg)
+  runs = plan.study_plan(cfg).runs
   assert len(runs) == 9 and len(results) == 9
   rows = read_csv(workdir / "results.csv")
   assert [r["run"] for r in rows] == [r.name for r in runs]
@@ -80,12 +149,10 @@ def test_topk_in_table_matches_the_saved_model(finished, har_dir):
   cfg, workdir, results, _ = finished
   data = data_lib.load(cfg.data, str(har_dir))
   rows = {r["run"]: r for r in read_csv(workdir / "results.csv")}
-  run = sweep.expand(cfg)[0]
-  model = checkpoint.load(runner.run_dir(workdir, run) / "model")
+  run = plan.build(plan.study_plan(cfg).runs[:1], data.input_shape, data.num_classes)[0]
+  model = checkpoint.load(rundir.run_dir(workdir, run) / "model")
   checkpoint.check_compatible(model, dataset="har", input_dim=561)
-  spec = sweep.spec_of(run.config, data.input_shape, data.num_classes)
-  hyper = sweep.hyper_of(run.config, data.input_shape, data.num_classes)
-  logp = train.log_probs(spec, model.params, model.state, hyper, data.tests["test"][0])
+  logp = train.log_probs(run.spec, model.params, model.state, run.hyper, data.tests["test"][0])
   acc = float(np.mean(logp.argmax(1) == data.tests["test"][1]))
   np.testing.assert_allclose(float(rows[run.name]["Top-1"]), acc, rtol=1e-6)
   assert model.meta["class_names"][0] == "WALKING"
@@ -105,15 +172,15 @@ def test_the_estimator_gives_a_study_runs_numbers(finished, har_dir):
   from mlp import MLPClassifier
 
   cfg, _, results, _ = finished
-  run, result = sweep.expand(cfg)[-1], results[-1]  # the dropout run: rates, regular dropout
-  t = run.config.train
+  run, result = plan.study_plan(cfg).runs[-1], results[-1]  # the dropout run: regular dropout
+  t = run.settings.train
   fields = ("batch_size", "learning_rate", "momentum", "l2", "dropout", "max_epochs")
   fields += ("early_stopping", "gap", "gap_min_epoch", "patience", "monitor")
   clf = MLPClassifier(
-    run.config.model.hidden,
+    run.settings.model.hidden,
     seed=run.seed,
-    dropout_kind=run.config.model.dropout,
-    softmax_grad=run.config.model.softmax_grad,
+    dropout_kind=run.settings.model.dropout,
+    softmax_grad=run.settings.model.softmax_grad,
     **{k: t[k] for k in fields},
   )
   data = data_lib.load(cfg.data, str(har_dir))
@@ -145,8 +212,8 @@ def test_worker_progress_reaches_the_study_without_epoch_lines(finished):
 
 def test_each_run_keeps_its_own_log(finished):
   cfg, workdir, results, _ = finished
-  for run, result in zip(sweep.expand(cfg), results, strict=True):
-    text = (runner.run_dir(workdir, run) / runner.TRAIN_LOG).read_text().splitlines()
+  for run, result in zip(plan.study_plan(cfg).runs, results, strict=True):
+    text = (rundir.run_dir(workdir, run) / rundir.TRAIN_LOG).read_text().splitlines()
     assert len(text) == result["epochs"] + 1 and f"done: {result['epochs']} epochs" in text[-1]
     assert all(f"{run.id} epoch {e + 1}/" in t for e, t in enumerate(text[:-1]))
 
@@ -158,12 +225,12 @@ def test_learns_the_synthetic_task(finished):
 
 def test_tensorboard_events_hold_curves_and_hparams(finished):
   cfg, workdir, results, _ = finished
-  for run, result in zip(sweep.expand(cfg), results, strict=True):
-    rdir = runner.run_dir(workdir, run)
+  for run, result in zip(plan.study_plan(cfg).runs, results, strict=True):
+    rdir = rundir.run_dir(workdir, run)
     scalars = tensorboard.read_scalars(rdir)
-    assert set(runner.CURVE_TAGS) <= set(scalars)
+    assert set(rundir.CURVE_TAGS) <= set(scalars)
     # After the run: what it ended with, at its last epoch, as the HParams dashboard's metrics.
-    final = runner.final_scalars(result)
+    final = rundir.final_scalars(result)
     assert final["test/test/top1"] == result["tests"]["test"]["topk"][0]
     for tag, value in final.items():
       assert scalars[tag] == [(result["epochs"], pytest.approx(value, rel=1e-6))], tag
@@ -172,10 +239,14 @@ def test_tensorboard_events_hold_curves_and_hparams(finished):
     vals = [v for _, v in scalars["loss/train"]]
     np.testing.assert_allclose(vals, result["history"]["train_loss"], rtol=1e-6)
     hp = tensorboard.read_hparams(rdir)
-    assert hp["batch_size"] == run.config.train.batch_size
-    assert hp["hidden"] == sweep.fmt(run.config.model.hidden)
-    dropout = [hp[f"dropout/{i}"] for i in range(len(run.config.train.dropout))]
-    assert dropout == pytest.approx(list(run.config.train.dropout))  # numbers, not a string
+    assert hp["batch_size"] == run.settings.train.batch_size
+    assert hp["hidden"] == plan.fmt(run.settings.model.hidden)
+    dropout = [hp[f"dropout/{i}"] for i in range(len(run.settings.train.dropout))]
+    assert dropout == pytest.approx(list(run.settings.train.dropout))  # numbers, not a string
+    # The run folder holds its plan: the network that trained, with its rates.
+    saved = json.loads((rdir / "plan.json").read_text())
+    assert saved == result["plan"] and saved["run"] == run.id
+    assert saved["network"].count("dropout") == (3 if run.name == "dropout" else 0)
   # What the HParams dashboard shows: its session-groups handler (the plugin's HTTP route).
   from tensorboard import context
   from tensorboard.plugins.hparams import api_pb2, list_session_groups
@@ -216,8 +287,8 @@ def test_figures_are_pngs(finished):
 
 def test_every_run_has_an_evaluation_report(finished):
   cfg, workdir, _, _ = finished
-  for run in sweep.expand(cfg):
-    ev = runner.run_dir(workdir, run) / "eval" / "test"
+  for run in plan.study_plan(cfg).runs:
+    ev = rundir.run_dir(workdir, run) / "eval" / "test"
     assert (ev / "report.md").exists() and (ev / "confusion.csv").exists()
 
 
@@ -230,7 +301,7 @@ def test_resume_skips_finished_runs_and_restarts_interrupted(har_dir, tmp_path, 
   cfg = quick_config()
   cfg.workers = 1  # train in this process, so that the patched fit sees the calls
   cfg.grid.train.momentum = (0.0,)  # 5 runs
-  runs = sweep.expand(cfg)
+  runs = plan.study_plan(cfg).runs
   calls, kill_at = [], []
   real_fit = train.fit
 
@@ -251,16 +322,16 @@ def test_resume_skips_finished_runs_and_restarts_interrupted(har_dir, tmp_path, 
   workdir = tmp_path / "w"
   with pytest.raises(Killed):  # (pytest.raises lets KeyboardInterrupt through)
     study.run_study(cfg, workdir, data_dir=str(har_dir), log=lambda s: None)
-  finished = [r for r in runs if (runner.run_dir(workdir, r) / "result.json").exists()]
+  finished = [r for r in runs if (rundir.run_dir(workdir, r) / "result.json").exists()]
   assert len(finished) == 2
-  stamps = {r.id: os.stat(runner.run_dir(workdir, r) / "result.json").st_mtime_ns for r in finished}
+  stamps = {r.id: os.stat(rundir.run_dir(workdir, r) / "result.json").st_mtime_ns for r in finished}
   calls.clear()
   lines = []
   again = study.run_study(cfg, workdir, data_dir=str(har_dir), log=lines.append)
   assert len(calls) == 3  # the interrupted run and the two never started, nothing twice
   assert any("2 of 5 runs already finished" in line for line in lines)
   for r in finished:
-    assert os.stat(runner.run_dir(workdir, r) / "result.json").st_mtime_ns == stamps[r.id]
+    assert os.stat(rundir.run_dir(workdir, r) / "result.json").st_mtime_ns == stamps[r.id]
   assert [r["run"] for r in again] == [r.id for r in runs]
   assert all(r["epochs"] >= 1 for r in again)
 
@@ -284,13 +355,12 @@ def test_workers_give_the_same_numbers_as_one_process(finished, har_dir, tmp_pat
 
 @pytest.mark.slow
 def test_worker_failure_is_reported(har_dir, tmp_path):
-  # No config.json in the workdir: the worker fails before its first run.
+  # A job the worker cannot use: it fails before its first run.
   with pytest.raises(
     workers.WorkerError, match="worker 0 exited with code 1 .its error is printed"
   ):
-    workers.run(
-      tmp_path, 1, data_dir=str(har_dir), storage=None, study_name="s", log=lambda s: None
-    )
+    job = workers.Job((), {"name": "har"}, str(har_dir), None, tmp_path)  # a bad storage
+    workers.run(job, 1, log=lambda s: None)
   # A worker killed by a signal printed nothing: the message says what killed it.
   assert "killed by signal SIGKILL (out of memory" in workers._exit_text(1, -signal.SIGKILL)
   assert "printed above" not in workers._exit_text(1, -signal.SIGTERM)
@@ -315,7 +385,8 @@ def test_patience_watches_the_configured_metric_and_keeps_its_best(har_dir, tmp_
   cfg.grid.train.momentum = (0.0,)
   del cfg.extra_runs["dropout"]
   cfg.report.compare_with_best = ""
-  assert sweep.stopping_of(sweep.expand(cfg)[0].config).monitor == monitor
+  (p,) = plan.build(plan.study_plan(cfg).runs, (561,), 6)
+  assert p.stopping.find(stopping_lib.Patience).monitor == monitor
   (result,) = study.run_study(cfg, tmp_path, data_dir=str(har_dir), log=lambda s: None)
   h = result["history"]
   best = int(np.argmin(h["val_loss"]) if monitor == "val_loss" else np.argmax(h["val_acc"]))
@@ -340,6 +411,11 @@ def test_runs_saved_before_subject_norm_existed_resume_as_none(finished, har_dir
     result = json.loads(path.read_text())
     del result["config"]["data"]["subject_norm"]  # as written before the field was added
     del result["config"]["model"]["layers"]  # ... and before layers were modules
+    for section, field in (("train", "compute_dtype"), ("train", "augment_flip"), ("cv", None)):
+      if field is None:
+        del result["config"][section]  # fields added since: their configs/base.py default
+      else:
+        del result["config"][section][field]
     path.write_text(json.dumps(result))
   cfg = quick_config()
   with pytest.raises(study.StudyError, match="different config"):
@@ -348,16 +424,16 @@ def test_runs_saved_before_subject_norm_existed_resume_as_none(finished, har_dir
   lines = []
   study.run_study(cfg, workdir, data_dir=str(har_dir), log=lines.append)
   assert any("9 of 9 runs already finished" in line for line in lines)
-  # A field added since (model.layers) is implied only at the value those runs had: "" = MLP.
-  cfg.model.layers = "dense8 relu dense"
+  # A field added since is implied only at the value those runs had (its configs/base.py one).
+  cfg.train.compute_dtype = "bfloat16"
   with pytest.raises(study.StudyError, match="different config"):
     study.run_study(cfg, workdir, data_dir=str(har_dir), log=lambda s: None)
 
 
 def test_inference_matches_the_study(finished, har_dir):
   cfg, workdir, results, _ = finished
-  run = sweep.expand(cfg)[0]
-  lm = inference.load_model(runner.run_dir(workdir, run))
+  run = plan.study_plan(cfg).runs[0]
+  lm = inference.load_model(rundir.run_dir(workdir, run))
   x, y = inference.split_data(lm, "test", str(har_dir))
   # The saved config's per-subject standardisation is applied, not the raw features.
   raw = data_lib.load({**cfg.data.to_dict(), "subject_norm": "none"}, str(har_dir)).tests["test"]
@@ -392,6 +468,43 @@ def run_cli(*args, env=None):
     env={**os.environ, **(env or {})},
     timeout=300,
   )
+
+
+# The entry point with its jitted epoch replaced by a function that raises: the traceback is the
+# path from the command line to the step.
+FRAMES = """
+import json, sys, traceback
+from absl import flags
+from experiments import har_ablation
+from mlp import train
+
+class Stop(Exception):
+  pass
+
+def population_epoch(*args, **kwargs):
+  raise Stop
+
+train.population_epoch = population_epoch
+argv = ["har_ablation", *sys.argv[1:]]
+flags.FLAGS(argv)
+try:
+  har_ablation.main(argv[:1])
+except Stop as e:
+  print(json.dumps([[f.filename, f.name] for f in traceback.extract_tb(e.__traceback__)]))
+"""
+
+
+def test_the_entry_point_is_at_most_8_frames_from_the_jitted_epoch(har_dir, tmp_path):
+  args = ["--config=configs/har.py:quick", "--config.workers=1", f"--data_dir={har_dir}"]
+  cmd = [sys.executable, "-c", FRAMES, *args, f"--workdir={tmp_path / 'w'}"]
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  frames = json.loads(out.stdout.splitlines()[-1])
+  start = next(i for i, (file, _) in enumerate(frames) if file.endswith("mlp/cli.py"))
+  chain = [f"{Path(file).stem}.{name}" for file, name in frames[start:]]
+  # main (the entry point's), run, run_study, work, train_group, fit, _fit_group, the epoch
+  assert chain[-1] == "<string>.population_epoch" and "train.fit" in chain, chain
+  assert len(chain) <= 8, " -> ".join(chain)
 
 
 @pytest.mark.slow
@@ -463,6 +576,16 @@ def test_cli_runs_quick_config_and_rejects_unknown_field(har_dir, tmp_path):
   gridded = run_cli("--config=configs/har.py:quick", "--config.train.learning_rate=1000")
   assert gridded.returncode == 2 and "Traceback" not in gridded.stderr
   assert "grid.train.learning_rate" in gridded.stderr and "--config.grid." in gridded.stderr
+  # An architecture string on this MLP config would train one network and report another (the
+  # hidden widths and dropout rates of the grid and the dropout run): refused in one line.
+  layered = run_cli(
+    "--config=configs/har.py:quick",
+    "--config.model.layers=dense8 relu dense",
+    f"--workdir={tmp_path / 'never'}",
+  )
+  assert layered.returncode == 2 and "Traceback" not in layered.stderr
+  said = [line for line in layered.stderr.splitlines() if line.strip()]
+  assert len(said) == 1 and "model.layers" in said[0] and "model.hidden = 64-16" in said[0]
   bad_norm = run_cli(
     "--config=configs/har.py:quick",
     "--config.data.subject_norm=zscore",
@@ -519,10 +642,10 @@ def test_best_run_is_compared_with_baselines_by_mcnemar(finished, har_dir):
 
 def test_overrides_of_swept_fields_are_refused_and_others_pass():
   cfg = har_config.get_config("quick")
-  sweep.check_overrides(cfg, ["train.l2", "grid.train.learning_rate", "data.split_seed"])
+  plan.check_overrides(cfg, ["train.l2", "grid.train.learning_rate", "data.split_seed"])
   for path in ("train.learning_rate", "model.hidden", "train.batch_size", "train.momentum"):
     with pytest.raises(ValueError, match=f"grid.{path} = "):
-      sweep.check_overrides(cfg, [path])
+      plan.check_overrides(cfg, [path])
   # Values are checked for every run before any training starts.
   for path, value, message in (
     ("grid.train.batch_size", (0,), "batch_size must be >= 1"),
@@ -530,9 +653,13 @@ def test_overrides_of_swept_fields_are_refused_and_others_pass():
     ("train.max_epochs", 0, "max_epochs must be >= 1"),
   ):
     bad = har_config.get_config("quick")
-    sweep.override(bad, path, value)
+    *parents, last = path.split(".")
+    node = bad
+    for part in parents:
+      node = node[part]
+    node[last] = value
     with pytest.raises(ValueError, match=message):
-      sweep.group_by_shape(sweep.expand(bad), (561,), 6)
+      plan.build(plan.study_plan(bad).runs, (561,), 6)
 
 
 def _hold_workdir(workdir: Path) -> subprocess.Popen:

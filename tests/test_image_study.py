@@ -12,7 +12,7 @@ from absl import flags
 from PIL import Image
 
 from configs import cifar10_mlp, cifar10_overfit, fer2013_cnn, fer2013_mlp
-from mlp import checkpoint, ensemble, inference, layers, model, runner, study, sweep
+from mlp import checkpoint, inference, layers, model, plan, rundir, study
 from mlp.data import DataError, cifar10, images
 from tests.data_fixtures import write_fake_cifar, write_fake_fer
 
@@ -32,7 +32,7 @@ def overfit(cifar_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("overfit")
   cfg = cifar10_overfit.get_config("quick")
   results = study.run_study(cfg, workdir, data_dir=str(cifar_dir), log=lambda s: None)
-  rdir = runner.run_dir(workdir, sweep.expand(cfg)[0])
+  rdir = rundir.run_dir(workdir, plan.study_plan(cfg).runs[0])
   return cfg, workdir, results[0], rdir
 
 
@@ -54,11 +54,11 @@ def run_module(module, *args, env=None):
 )
 def test_configs_expand_to_one_run(module, variant):
   cfg = module.get_config(variant)
-  runs = sweep.expand(cfg)
+  runs = plan.study_plan(cfg).runs
   assert len(runs) == 1 and runs[0].name == cfg.name
   shape = (48, 48, 1) if cfg.data.name == "fer2013" else (32, 32, 3)
   classes = 7 if cfg.data.name == "fer2013" else 10
-  spec = sweep.spec_of(runs[0].config, shape, classes)
+  spec = plan.build(runs, shape, classes)[0].spec
   assert spec.net.input_shape == shape and spec.net.num_classes == classes
   with pytest.raises(ValueError, match="unknown variant"):
     module.get_config("nope")
@@ -67,17 +67,19 @@ def test_configs_expand_to_one_run(module, variant):
 @pytest.mark.parametrize("module", [cifar10_mlp, fer2013_mlp])
 def test_best_variants_train_the_chosen_rule(module):
   cfg = module.get_config("best")
-  runs = sweep.expand(cfg)
-  assert len(runs) == cfg.seeds and ensemble.size_of(cfg) == cfg.get("ensemble", 1)
+  study_plan = plan.study_plan(cfg)
+  runs = study_plan.runs
+  assert len(runs) == cfg.seeds and study_plan.ensemble == cfg.ensemble
   shape = (48, 48, 1) if cfg.data.name == "fer2013" else (32, 32, 3)
-  spec = sweep.spec_of(runs[0].config, shape, 10)
-  hyper = sweep.hyper_of(runs[0].config, shape, 10)
+  p = plan.build(runs[:1], shape, 10)[0]
+  spec, hyper = p.spec, p.hyper
   assert (spec.optimizer, spec.schedule, spec.shift) == ("nesterov", "cosine", 2)
   assert (
     float(hyper.smoothing) == pytest.approx(0.1) and float(hyper.horizon) == cfg.train.max_epochs
   )
   assert [layer.kind for layer in spec.net.layers].count("bn") == 2
-  assert sweep.hparams_of(runs[0])["optimizer"] == "nesterov"  # shown in TensorBoard
+  assert plan.hparams(runs[0])["optimizer"] == "nesterov"  # shown in TensorBoard
+  assert "hidden" not in runs[0].settings.model  # the network is model.layers alone
 
 
 def test_study_hyperparameters():
@@ -328,7 +330,7 @@ def test_fer2013_quick_study_tests_on_public_and_private(tmp_path):
   cfg = fer2013_mlp.get_config("quick")
   results = study.run_study(cfg, tmp_path / "w", data_dir=str(tmp_path / "data"), log=lambda s: 0)
   assert set(results[0]["tests"]) == {"PublicTest", "PrivateTest"}
-  rdir = runner.run_dir(tmp_path / "w", sweep.expand(cfg)[0])
+  rdir = rundir.run_dir(tmp_path / "w", plan.study_plan(cfg).runs[0])
   for split in ("val", "PublicTest", "PrivateTest"):
     assert (rdir / "eval" / split / "report.md").exists()
   lm = inference.load_model(rdir / "model")
@@ -348,7 +350,7 @@ def test_fer2013_cnn_quick_study_evaluate_and_predict(tmp_path):
   write_fake_fer(tmp_path / "data", n=140)
   cfg = fer2013_cnn.get_config("quick")
   results = study.run_study(cfg, tmp_path / "w", data_dir=str(tmp_path / "data"), log=lambda s: 0)
-  rdir = runner.run_dir(tmp_path / "w", sweep.expand(cfg)[0])
+  rdir = rundir.run_dir(tmp_path / "w", plan.study_plan(cfg).runs[0])
   assert "| Layers |" in (tmp_path / "w" / "results.md").read_text()
   assert "conv4 bn relu maxpool5/s2" in (tmp_path / "w" / "results.md").read_text()
   lm = inference.load_model(rdir)

@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from mlp import model, optim, sweep, train
-from tests.test_train import blobs, layer_hyper, spec
+from mlp import model, optim, plan, train
+from tests.test_train import blobs, fit, layer_hyper, spec
 
 
 def _params():
@@ -99,9 +99,9 @@ def test_every_rule_learns_with_cosine_warmup_and_smoothing(optimizer):
       )
     ]
   )
-  fit = train.fit(sp, hyper, jax.random.split(jax.random.key(0), 1), (x, y, x, y), max_epochs=8)
-  assert fit.history[0]["val_acc"][-1] > 0.9
-  assert fit.history[0]["lr"][0] < lr / 2 < fit.history[0]["lr"][1]  # warming up, then cosine
+  res = fit(sp, hyper, jax.random.split(jax.random.key(0), 1), (x, y, x, y), max_epochs=8)
+  assert res.history[0]["val_acc"][-1] > 0.9
+  assert res.history[0]["lr"][0] < lr / 2 < res.history[0]["lr"][1]  # warming up, then cosine
 
 
 def test_switching_optimiser_values_within_a_shape_group_never_recompiles():
@@ -126,44 +126,43 @@ def test_switching_optimiser_values_within_a_shape_group_never_recompiles():
       ]
     )
 
-  train.fit(sp, hyper(0.01, 0.9, 0.0, 0.999, 0.0, 0.0, 3), keys, data, max_epochs=1)
+  fit(sp, hyper(0.01, 0.9, 0.0, 0.999, 0.0, 0.0, 3), keys, data, max_epochs=1)
   sizes = train.population_epoch._cache_size(), train.population_evaluate._cache_size()
   for values in [(0.003, 0.5, 0.1, 0.99, 0.2, 1.0, 5), (0.1, 0.0, 1e-3, 0.9, 0.05, 0.5, 2)]:
-    train.fit(sp, hyper(*values), keys, data, max_epochs=2)
+    fit(sp, hyper(*values), keys, data, max_epochs=2)
   assert (train.population_epoch._cache_size(), train.population_evaluate._cache_size()) == sizes
   # The rule itself is static: another optimiser is another program (the counter can move).
-  train.fit(spec(16, optimizer="nesterov"), hyper(*values), keys, data, max_epochs=1)
+  fit(spec(16, optimizer="nesterov"), hyper(*values), keys, data, max_epochs=1)
   assert train.population_epoch._cache_size() == sizes[0] + 1
 
 
 def test_config_fields_reach_the_run_and_bad_values_are_said():
   from configs import har
 
+  def planned(cfg):
+    return plan.build(plan.study_plan(cfg).runs[:1], (561,), 6)[0]
+
   cfg = har.get_config("quick")
-  base = sweep.expand(cfg)[0].config
-  assert sweep.spec_of(base, (561,), 6).optimizer == "sgd"
-  assert not {"optimizer", "schedule", "label_smoothing"} & set(
-    sweep.hparams_of(sweep.Run("a", 0, base))
-  )
-  changed = ml_collections.ConfigDict(base.to_dict())
+  assert planned(cfg).spec.optimizer == "sgd"
+  assert not {"optimizer", "schedule", "label_smoothing"} & set(planned(cfg).describe()["hparams"])
+  changed = ml_collections.ConfigDict(cfg.to_dict())
   changed.train.optimizer, changed.train.schedule, changed.train.label_smoothing = (
     "adam",
     "cosine",
     0.1,
   )
-  s = sweep.spec_of(changed, (561,), 6)
-  h = sweep.hyper_of(changed, (561,), 6)
-  assert (s.optimizer, s.schedule, float(h.smoothing), float(h.horizon)) == (
+  p = planned(changed)
+  assert (p.spec.optimizer, p.spec.schedule, float(p.hyper.smoothing), float(p.hyper.horizon)) == (
     "adam",
     "cosine",
     np.float32(0.1),
     float(changed.train.max_epochs),
   )
-  hp = sweep.hparams_of(sweep.Run("a", 0, changed))
+  hp = plan.hparams(p.run)
   assert hp["optimizer"] == "adam" and hp["schedule"] == "cosine" and hp["label_smoothing"] == 0.1
   changed.train.optimizer = "rmsprop"
   with pytest.raises(ValueError, match="optimizer must be one of sgd, nesterov, adam, adamw"):
-    sweep.spec_of(changed, (561,), 6)
+    planned(changed)
   changed.train.optimizer, changed.train.label_smoothing = "sgd", 1.0
   with pytest.raises(ValueError, match="label_smoothing must be in"):
-    sweep.hyper_of(changed, (561,), 6)
+    planned(changed)

@@ -59,14 +59,14 @@ def read_matrix(path, dtype):
 
 def test_evaluation_report_hand_example(tmp_path):
   labels, probs = make_probs(CM)
-  paths = evaluation_report(tmp_path / "out", labels, probs, NAMES, title="Toy model", prefix="t_")
+  paths = evaluation_report(tmp_path / "out", labels, probs, NAMES, title="Toy model")
   expected = {
-    "report": "t_report.md",
-    "confusion_csv": "t_confusion.csv",
-    "confusion_normalized_csv": "t_confusion_normalized.csv",
-    "per_class_csv": "t_per_class.csv",
-    "confusion_png": "t_confusion.png",
-    "confusion_normalized_png": "t_confusion_normalized.png",
+    "report": "report.md",
+    "confusion_csv": "confusion.csv",
+    "confusion_normalized_csv": "confusion_normalized.csv",
+    "per_class_csv": "per_class.csv",
+    "confusion_png": "confusion.png",
+    "confusion_normalized_png": "confusion_normalized.png",
   }
   assert {k: p.name for k, p in paths.items()} == expected
   # Only the six outputs: no temporary files left behind.

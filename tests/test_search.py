@@ -213,7 +213,9 @@ def test_sequential_search_runs_its_plan_and_resumes(fer_dir, tmp_path, no_figur
   cfg = quick(strategy="sequential", budget=100, order=("layers", "learning_rate"))
   cfg.search.space.width.low = cfg.search.space.width.high = 16
   data = data_lib.load(cfg.data, str(fer_dir))
-  st = search.run_worker(cfg, tmp_path, data=data, log=lambda s: None, outputs=False)
+  st = search.run_worker(
+    cfg, tmp_path, data=data, options=search.Options(outputs=False), log=lambda s: None
+  )
   trials = [t for t in st.get_trials() if t.state == TrialState.COMPLETE]
   assert [(t.user_attrs["stage"], t.user_attrs["point"]) for t in trials] == [
     (0, 0),
@@ -224,7 +226,9 @@ def test_sequential_search_runs_its_plan_and_resumes(fer_dir, tmp_path, no_figur
   best0 = max(trials[:2], key=lambda t: (t.value, -t.number))
   assert {t.params["layers"] for t in trials[2:]} == {best0.params["layers"]}
   # Resuming a finished plan trains nothing more.
-  again = search.run_worker(cfg, tmp_path, data=data, log=lambda s: None, outputs=False)
+  again = search.run_worker(
+    cfg, tmp_path, data=data, options=search.Options(outputs=False), log=lambda s: None
+  )
   assert len(again.get_trials()) == len(st.get_trials())
 
 
@@ -234,7 +238,9 @@ def test_tpe_search_reaches_budget_and_rejects_a_changed_space(fer_dir, tmp_path
   cfg.search.space.layers.high = 1
   cfg.search.space.width.low = 16
   data = data_lib.load(cfg.data, str(fer_dir))
-  st = search.run_worker(cfg, tmp_path, data=data, log=lambda s: None, outputs=False)
+  st = search.run_worker(
+    cfg, tmp_path, data=data, options=search.Options(outputs=False), log=lambda s: None
+  )
   assert sum(t.state == TrialState.COMPLETE for t in st.get_trials()) == 3
   cfg.search.space.width.low = 8
   with pytest.raises(search.SearchError, match="space"):

@@ -1,4 +1,4 @@
-"""Two processes with two workdirs share one ablation study (mlp.engine): journal and PostgreSQL."""
+"""Two processes with two workdirs share one ablation study (mlp.schedule): journal, PostgreSQL."""
 
 import csv
 import os
@@ -14,7 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from configs import har as har_config
-from mlp import engine, sweep
+from mlp import plan, trainer
+from mlp import schedule as engine
 from mlp import study as study_lib
 from mlp.search import storage as storage_lib
 from tests.data_fixtures import write_fake_har
@@ -90,7 +91,7 @@ def test_two_processes_share_a_study_and_survive_kill_9(kind, har_dir, tmp_path)
 
   cfg = har_config.get_config("quick")
   cfg.grid.train.momentum = (0.0,)
-  runs = sweep.expand(cfg)
+  runs = plan.study_plan(cfg).runs
   st = optuna.load_study(study_name=study, storage=shared)
   trials = st.get_trials()
   grouped = engine.by_run(trials)
@@ -120,7 +121,8 @@ def test_two_processes_share_a_study_and_survive_kill_9(kind, har_dir, tmp_path)
   out, _ = p.communicate(timeout=300)
   assert p.returncode == 0, out[-3000:]
   cfg.workers, cfg.train.max_epochs, cfg.train.early_stopping = 1, 6, "none"  # as FLAGS
-  study_lib.report_only(cfg, b, storage=storage, study_name=study, log=lambda s: None)
+  where = engine.Storage(storage, study)
+  study_lib.report_only(cfg, b, storage=where, log=lambda s: None)
   for w in (a, b):
     assert table(w) == full
     assert (w / "figures" / "confusion_matrices.png").stat().st_size > 0
@@ -129,17 +131,17 @@ def test_two_processes_share_a_study_and_survive_kill_9(kind, har_dir, tmp_path)
 def test_a_worker_drops_the_racing_enqueues_left_when_every_run_is_done(tmp_path):
   """Two processes that start together both enqueue every run; a worker that finds all runs
   finished used to leave the unclaimed copies WAITING in the study forever."""
-  runs = sweep.expand(har_config.get_config("quick"))[:2]
-  st = engine.open_study(har_config.get_config("quick"), tmp_path, log=lambda s: None)
+  runs = plan.build(plan.study_plan(har_config.get_config("quick")).runs[:2], (561,), 6)
+  st = engine.open_study("har_ablation_quick", tmp_path, log=lambda s: None)
   assert st.metric_names == ["val_accuracy"]  # named for Optuna's plots and optuna-dashboard
   engine.enqueue(st, runs)
   engine.enqueue(st, runs)  # the other process's copies
+  assert all(t.user_attrs["plan"] == runs[t.number % 2].describe() for t in st.get_trials())
   for run in runs:
     st.add_trial(
       optuna.trial.create_trial(value=0.5, distributions={}, params={}, user_attrs={"run": run.id})
     )
-  shape = type("Data", (), {"input_shape": (561,), "num_classes": 6})
-  assert engine.work(st, runs, shape, tmp_path, vectorize=False, log=print) == 0
+  assert engine.work(st, runs, trainer.Context(None, tmp_path, print)) == 0
   trials = st.get_trials()
   assert not [t for t in trials if t.state in storage_lib.ACTIVE]
   assert sum(t.user_attrs.get("fail_reason") == "duplicate" for t in trials) == 4

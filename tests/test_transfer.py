@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from configs import fer2013_transfer
-from mlp import checkpoint, inference, layers, model, optim, sweep, train, transfer, transfer_study
+from mlp import checkpoint, inference, layers, model, optim, plan, train, transfer, transfer_study
 from mlp import data as data_lib
 from tests.data_fixtures import write_fake_fer
 from tests.gradcheck import assert_close, float64  # noqa: F401 (autouse fixture)
 from tests.test_layers import CNN, setup_cnn
+from tests.test_train import fit as fit_with_rules
 
 # CNN layers: 0 conv3, 1 bn, 2 relu, 3 maxpool, 4 conv4, 5 relu, 6 avgpool, 7 flatten,
 # 8 dropout, 9 dense6, 10 bn, 11 relu, 12 dense.
@@ -64,8 +65,8 @@ def test_freeze_keeps_frozen_params_through_training_with_l2_and_momentum():
   rng = np.random.default_rng(0)
   x, y = rng.normal(size=(40, 15 * 14 * 2)), rng.integers(0, 5, 40)
   keys = jnp.stack([jax.random.key(3)])
-  fit = train.fit(spec, h, keys, (x, y, x[:8], y[:8]), max_epochs=3, dtype=jnp.float64)
-  start, _ = jax.vmap(lambda k: model.init(jax.random.fold_in(k, 0), net, jnp.float64))(keys)
+  fit = fit_with_rules(spec, h, keys, (x, y, x[:8], y[:8]), max_epochs=3)
+  start, _ = jax.vmap(lambda k: model.init(jax.random.fold_in(k, 0), net, train.DTYPE))(keys)
   for i in range(len(net.layers)):
     pairs = zip(jax.tree.leaves(fit.params[i]), jax.tree.leaves(start[i]), strict=True)
     same = [np.array_equal(a, b) for a, b in pairs]
@@ -177,7 +178,8 @@ def test_initializer_matches_output_columns_by_class_name(finished):
   base = checkpoint.load(path)
   lm = inference.load_model(path)
   names = ("Happy", "Angry", "Disgust", "Fear", "Sad", "Surprise", "Neutral")
-  net, _ = sweep.network_of(quick_transfer_config(), lm.input_shape, len(names))
+  (p,) = plan.build(plan.study_plan(quick_transfer_config()).runs, lm.input_shape, len(names))
+  net = p.spec.net
   fresh = jax.vmap(lambda k: model.init(k, net))(jax.random.split(jax.random.key(0), 2))
   params, _ = transfer.initializer(path, net, names, "center")(*fresh)
   out = len(net.layers) - 1

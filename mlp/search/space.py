@@ -107,7 +107,7 @@ def apply(config: ml_collections.ConfigDict, params: dict[str, Any]) -> ml_colle
   del cfg["search"]
   layers = int(params["layers"])
   cfg.model.hidden = tuple(int(params[f"width{k}"]) for k in range(1, layers + 1))
-  rate = float(params.get("dropout", 0.0))
+  rate = float(params["dropout"]) if "dropout" in params else _hidden_rate(config)
   cfg.train.dropout = (float(config.search.input_dropout),) + (rate,) * layers
   for name, value in params.items():
     if name in ("layers", "dropout") or name.startswith("width"):
@@ -119,15 +119,20 @@ def apply(config: ml_collections.ConfigDict, params: dict[str, Any]) -> ml_colle
 def base_params(config: ml_collections.ConfigDict, space: dict[str, Param]) -> dict[str, Any]:
   """The base config's values as search parameters (the sequential search's starting point)."""
   hidden = tuple(config.model.hidden)
-  rates = tuple(config.train.dropout)
   values: dict[str, Any] = {"layers": len(hidden)}
   for k in range(1, int(space["layers"].high) + 1):
     values[f"width{k}"] = hidden[min(k, len(hidden)) - 1]
-  values["dropout"] = rates[1] if len(rates) > 1 else 0.0
+  values["dropout"] = _hidden_rate(config)
   for name in space:
     if name not in values and name != "width":
       values[name] = config.train[name]
   return {n: _snap(space["width" if n.startswith("width") else n], v) for n, v in values.items()}
+
+
+def _hidden_rate(config: ml_collections.ConfigDict) -> float:
+  """The config's dropout rate of the hidden layers (its last train.dropout rate): a trial's
+  rate when the space does not search it."""
+  return float(tuple(config.train.dropout)[-1])
 
 
 def _snap(p: Param, value: Any) -> Any:

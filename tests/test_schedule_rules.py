@@ -1,10 +1,12 @@
-"""The ablation engine's enqueue and duplicate rules (mlp.engine), on hand-made trials."""
+"""How a study's runs are scheduled as trials: enqueue and duplicate rules (mlp.schedule), on
+hand-made trials."""
 
 from configs import har as har_config
-from mlp import engine, sweep
+from mlp import plan
+from mlp import schedule as engine
 from tests.test_search_rules import C, F, R, W, trial
 
-RUNS = sweep.expand(har_config.get_config("quick"))
+RUNS = list(plan.study_plan(har_config.get_config("quick")).runs)
 A, B = RUNS[0].id, RUNS[1].id
 
 
