@@ -186,13 +186,13 @@ def study_plan(config: ml_collections.ConfigDict) -> StudyPlan:
   filled = defaults.fill(config)
   _check_network_given_once(config, filled)
   runs = tuple(_expand(filled))
-  data = filled["data"]
+  data = ml_collections.FrozenConfigDict(filled["data"])
   for run in runs:
-    if run.settings.data.to_dict() != data:
-      changed = [k for k in data if run.settings.data.get(k) != data[k]]
+    changed = [k for k in data if run.settings.data.get(k) != data[k]]
+    if changed:
       raise ValueError(
-        f"run {run.id} changes data.{changed[0] if changed else '?'}: a study's runs share one "
-        "data set; sweep it in a study of its own"
+        f"run {run.id} changes data.{changed[0]}: a study's runs share one data set; sweep it "
+        "in a study of its own"
       )
   r = filled["report"]
   columns = []
@@ -216,7 +216,7 @@ def study_plan(config: ml_collections.ConfigDict) -> StudyPlan:
   return StudyPlan(
     name=str(filled["name"]),
     runs=runs,
-    data=ml_collections.FrozenConfigDict(data),
+    data=data,
     report=report,
     extra_runs=tuple(filled["extra_runs"]),
     seed=int(filled["seed"]),
