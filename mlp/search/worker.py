@@ -109,23 +109,19 @@ class Worker:
     self,
     config: ml_collections.ConfigDict,
     st: optuna.Study,
-    data: Dataset,
-    workdir: Path,
-    *,
+    ctx: trainer.Context,
     options: Options = Options(),  # noqa: B008 (an immutable tuple)
-    log: Log = print,
   ):
     minutes = options.max_minutes
     self.deadline = None if minutes is None else time.monotonic() + 60 * minutes
-    self.config, self.st, self.data, self.workdir, self.log = config, st, data, Path(workdir), log
+    self.config, self.st, self.ctx = config, st, ctx
+    self.data, self.workdir, self.log = ctx.data, Path(ctx.workdir), ctx.log
     self.space = space_of(config)
     self.s = config.search
     self.budget = int(self.s.budget)
     self.count_failed = bool(self.s.count_failed)
     self.max_trials = options.max_trials
     self.trained = 0
-    vectorize = trainer.vectorize_of(config.vectorize)
-    self.ctx = trainer.Context(data, self.workdir, log, vectorize=vectorize)
 
   def _trials(self) -> list[FrozenTrial]:
     return self.st.get_trials(deepcopy=False)
@@ -350,7 +346,8 @@ def run_worker(
     f"study {name!r} ({config.search.strategy} search, budget {config.search.budget}) as "
     f"worker {worker_id()}"
   )
-  Worker(config, st, data, workdir, options=options, log=log).run()
+  vectorize = trainer.vectorize_of(config.vectorize)
+  Worker(config, st, trainer.Context(data, workdir, log, vectorize=vectorize), options).run()
   if options.outputs:
     write_outputs(config, st, workdir, log=log)
   return st
