@@ -6,9 +6,10 @@ images; W is (n_in, n_out) or (kh, kw, C_in, C_out) (HWIO)); every backward is c
 tests/test_layers.py. mlp.layers wraps them into the layer kinds a network is built from.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 # --------------------------------------------------------------------------------------- dense
@@ -168,6 +169,54 @@ def dropout_inference(x: jax.Array, rate: jax.Array, inverted: bool) -> jax.Arra
 # ------------------------------------------------------------------------------ convolution
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
+CONV_DW_MIN_CHANNELS = 8  # below it the patch matrix is small and one matmul is faster
+CONV_TAPS = 9  # forward passes with at most this many taps (kh kw C_in) are written tap by tap
+SUMS_AS_MATMUL_MIN_ROWS = 4096  # channel_sums over fewer rows is a plain reduction
+
+
+def _one(x: jax.Array) -> jax.Array:
+  """1, computed from x at run time (NaN when x[0] is not finite, as everything else then is)."""
+  return 1 + 0 * x.reshape(-1)[0]
+
+
+def materialize(x: jax.Array) -> jax.Array:
+  """x read through a gather of its rows (indices known at run time only)."""
+  rows = jnp.arange(x.shape[0]) * _one(x).astype(jnp.int32)
+  return jnp.take(x, rows, axis=0)
+
+
+def batch_last(x: jax.Array) -> jax.Array:
+  """(B, H, W, C) -> (C, H, W, B), exactly (for finite values).
+
+  A transpose that moves single elements runs at 1-2 GB/s on XLA:CPU, and XLA fuses x's
+  producers into it (reading them strided too). So the batch is split into blocks of k and each
+  block (k, H W C) transposed by a batched product with the k x k identity (a matmul reads its
+  operands as they are in memory), which leaves (B / k, H W C, k); moving those k-element rows
+  into place is fast.
+  """
+  b, h, w, c = x.shape
+  k = next((k for k in (16, 8, 4, 2) if b % k == 0), 1)
+  if k == 1:
+    return jnp.transpose(x, (3, 1, 2, 0))
+  # The identity scaled by a 1 known at run time only: a constant identity, XLA would rewrite
+  # the product back into the slow transpose.
+  eye = jnp.broadcast_to(jnp.eye(k, dtype=x.dtype) * _one(x), (b // k, k, k))
+  dims = (((1,), (1,)), ((0,), (0,)))  # contract the block axis, batch over blocks
+  blocks = lax.dot_general(x.reshape(b // k, k, h, w, c), eye, dims)  # (B / k, H, W, C, k)
+  return jnp.transpose(blocks, (3, 1, 2, 0, 4)).reshape(c, h, w, b)
+
+
+def channel_sums(a: jax.Array) -> jax.Array:
+  """sum over every axis but the last (per channel over batch and pixels, per feature over the
+  batch), as the matrix product 1^T A with A the (rows, channels) view of ``a``.
+
+  XLA:CPU runs a reduction over the leading axes at a few GB/s, a matrix product at the memory's
+  speed; a block of 8 rows of ones makes it a matrix-matrix product (faster still than 1^T A).
+  """
+  a2 = a.reshape(-1, a.shape[-1])
+  if a2.shape[0] < SUMS_AS_MATMUL_MIN_ROWS:  # small: a plain reduction (dense layers)
+    return jnp.sum(a2, axis=0)
+  return (jnp.ones((8, a2.shape[0]), a.dtype) @ a2)[0]
 
 
 def conv_padding(size: int, k: int, stride: int, padding: str) -> tuple[int, int, int]:
@@ -192,11 +241,26 @@ def conv2d_forward(
 
       y[b, i, j, o] = sum_{u, v, c} xp[b, s i + u, s j + v, c] W[u, v, c, o] + b[o]
 
-  with stride s and xp the input zero-padded as :func:`conv_padding` says.
+  with stride s and xp the input zero-padded as :func:`conv_padding` says. With few input
+  channels (kh kw C_in <= CONV_TAPS) the sum is written out tap by tap, one elementwise pass
+  (XLA:CPU's convolution is slow with one input channel).
   """
-  pads = [conv_padding(x.shape[1 + a], w.shape[a], stride, padding)[:2] for a in (0, 1)]
-  y = lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=_NHWC)
-  return y + b
+  (kh, kw, cin, _), s = w.shape, stride
+  pads = [conv_padding(x.shape[1 + a], w.shape[a], stride, padding) for a in (0, 1)]
+  if kh * kw * cin > CONV_TAPS:
+    y = lax.conv_general_dilated(x, w, (s, s), [p[:2] for p in pads], dimension_numbers=_NHWC)
+    return y + b
+  xp = lax.pad(
+    x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi, _ in pads), (0, 0, 0)]
+  )
+  out = (pads[0][2], pads[1][2])
+  y = b
+  for u in range(kh):
+    for v in range(kw):
+      view = _window_view(xp, u, v, out, s)
+      for c in range(cin):
+        y = y + view[..., c : c + 1] * w[u, v, c]
+  return y
 
 
 def conv2d_backward(
@@ -233,16 +297,32 @@ def conv2d_backward(
     lhs_dilation=(s, s),
     dimension_numbers=_NHWC,
   )
-  zero = jnp.zeros((), x.dtype)
-  xp = lax.pad(x, zero, [(0, 0, 0), *((lo, hi - e, 0) for lo, hi, e, _, _ in rows), (0, 0, 0)])
-  out = (rows[0][4], rows[1][4])
-  views = [_window_view(xp, u, v, out, s) for u in range(kh) for v in range(kw)]
-  dy2 = dy.reshape(-1, cout)
-  if cin < 32:  # one (kh kw C_in, B H W) x (B H W, C_out) matmul
-    dw = jnp.concatenate(views, axis=-1).reshape(-1, kh * kw * cin).T @ dy2
-  else:  # kh kw matmuls of (C_in, B H W) x (B H W, C_out), no patch matrix in memory
-    dw = jnp.stack([view.reshape(-1, cin).T @ dy2 for view in views])
-  return dx, dw.reshape(kh, kw, cin, cout), jnp.sum(dy, axis=(0, 1, 2))
+  pads = [(lo, hi - e) for lo, hi, e, _, _ in rows]
+  if cin >= CONV_DW_MIN_CHANNELS:
+    # The correlation of xp with dy, the batch as the contracted axis, in the NHWC / HWIO form
+    # XLA:CPU runs fast: images x^T (C_in, H, W, B), kernel dy as (H, W, B, C_out) (dilated by
+    # the stride), out (C_in, kh, kw, C_out).
+    dw = lax.conv_general_dilated(
+      batch_last(x),
+      jnp.transpose(dy, (1, 2, 0, 3)),
+      (1, 1),
+      pads,
+      rhs_dilation=(s, s),
+      dimension_numbers=_NHWC,
+    )
+    dw = jnp.transpose(dw, (1, 2, 0, 3))
+  else:  # one (kh kw C_in, B H W) x (B H W, C_out) matmul over the patch matrix
+    xp = lax.pad(
+      x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)]
+    )
+    out = (rows[0][4], rows[1][4])
+    views = [_window_view(xp, u, v, out, s) for u in range(kh) for v in range(kw)]
+    # Patches stacked along a new leading axis (contiguous copies), not side by side.
+    patches = jnp.stack([view[..., c] for view in views for c in range(cin)]).reshape(
+      kh * kw * cin, -1
+    )
+    dw = patches @ dy.reshape(-1, cout)
+  return dx, dw.reshape(kh, kw, cin, cout), channel_sums(dy)
 
 
 # ------------------------------------------------------------------------------------ pooling
@@ -262,6 +342,12 @@ def _window_view(x: jax.Array, u: int, v: int, out: tuple[int, int], s: int) -> 
   return x[:, u : u + (out[0] - 1) * s + 1 : s, v : v + (out[1] - 1) * s + 1 : s, :]
 
 
+def _window_views(x: jax.Array, window: tuple[int, int], stride: int) -> list[jax.Array]:
+  """Every window offset's strided view, in row-major order of (u, v)."""
+  out = pool_out(x.shape, window, stride)
+  return [_window_view(x, u, v, out, stride) for u in range(window[0]) for v in range(window[1])]
+
+
 def _window_scatter(g: jax.Array, u: int, v: int, x_shape, s: int) -> jax.Array:
   """Transpose of :func:`_window_view`: g placed at pixels (u + s i, v + s j), zeros elsewhere."""
   (_, oh, ow, _), (_, h, w, _) = g.shape, x_shape
@@ -269,10 +355,22 @@ def _window_scatter(g: jax.Array, u: int, v: int, x_shape, s: int) -> jax.Array:
   return lax.pad(g, jnp.zeros((), g.dtype), cfg + [(0, 0, 0)])
 
 
+def _tiles(window: tuple[int, int], stride: int) -> bool:
+  """Windows side by side (stride = window): every pixel lies in at most one window."""
+  return window[0] == window[1] == stride
+
+
+def _untile(tiled: jax.Array, x_shape) -> jax.Array:
+  """The pixels the windows cover, (B, oh kh, ow kw, C), padded with zeros to x's size (the
+  trailing rows and columns no window reaches)."""
+  pad = [(0, 0, 0), (0, x_shape[1] - tiled.shape[1], 0), (0, x_shape[2] - tiled.shape[2], 0)]
+  return lax.pad(tiled, jnp.zeros((), tiled.dtype), pad + [(0, 0, 0)])
+
+
 def maxpool_forward(x: jax.Array, window: tuple[int, int], stride: int) -> jax.Array:
-  """y[b, i, j, c] = max over the window at (s i, s j) of x[b, ., ., c]."""
-  dims, strides = (1, *window, 1), (1, stride, stride, 1)
-  return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, "VALID")
+  """y[b, i, j, c] = max over the window at (s i, s j) of x[b, ., ., c], as the maximum of the
+  kh kw strided views: one elementwise pass (XLA:CPU's reduce-window is several times slower)."""
+  return materialize(functools.reduce(jnp.maximum, _window_views(x, window, stride)))
 
 
 def maxpool_argmax(x: jax.Array, window: tuple[int, int], stride: int) -> jax.Array:
@@ -295,6 +393,11 @@ def maxpool_backward(
   stride 2) accumulate.
   """
   arg = maxpool_argmax(x, window, stride)
+  if _tiles(window, stride):  # each pixel in one window at most: a select, no sum
+    kh, kw = window
+    offset = (jnp.arange(kh)[:, None] * kw + jnp.arange(kw)).reshape(1, 1, kh, 1, kw, 1)
+    picked = jnp.where(arg[:, :, None, :, None] == offset, dy[:, :, None, :, None], 0)
+    return _untile(picked.reshape(dy.shape[0], dy.shape[1] * kh, dy.shape[2] * kw, -1), x.shape)
   dx = jnp.zeros_like(x)
   for k in range(window[0] * window[1]):
     g = jnp.where(arg == k, dy, 0)
@@ -303,11 +406,8 @@ def maxpool_backward(
 
 
 def avgpool_forward(x: jax.Array, window: tuple[int, int], stride: int) -> jax.Array:
-  """y[b, i, j, c] = mean over the window at (s i, s j) of x[b, ., ., c]."""
-  dims, strides = (1, *window, 1), (1, stride, stride, 1)
-  # A concrete (numpy) start value, so that JAX sees a window sum it can differentiate (tests).
-  total = lax.reduce_window(x, np.zeros((), x.dtype), lax.add, dims, strides, "VALID")
-  return total / (window[0] * window[1])
+  """y[b, i, j, c] = mean over the window at (s i, s j) of x[b, ., ., c] (a sum of views)."""
+  return functools.reduce(jnp.add, _window_views(x, window, stride)) / (window[0] * window[1])
 
 
 def avgpool_backward(dy: jax.Array, x_shape, window: tuple[int, int], stride: int) -> jax.Array:
@@ -325,12 +425,14 @@ def avgpool_backward(dy: jax.Array, x_shape, window: tuple[int, int], stride: in
 BN_EPS = 1e-5
 
 
-def batchnorm_statistics(x: jax.Array, running, axes: tuple[int, ...], train: bool):
-  """(mean, var) to normalise with: the batch's (biased var) in training, the running ones else."""
+def batchnorm_statistics(x: jax.Array, running, train: bool):
+  """(mean, var) to normalise with: the batch's (biased var, over every axis but the channels)
+  in training, the running ones else."""
   if not train:
     return running
-  mean = jnp.mean(x, axis=axes)
-  return mean, jnp.mean(jnp.square(x - mean), axis=axes)
+  m = x.size // x.shape[-1]
+  mean = channel_sums(x) / m
+  return mean, channel_sums(jnp.square(x - mean)) / m
 
 
 def batchnorm_forward(x, mean, var, gamma, beta) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -345,23 +447,26 @@ def batchnorm_forward(x, mean, var, gamma, beta) -> tuple[jax.Array, jax.Array, 
   return gamma * xhat + beta, xhat, inv_std
 
 
-def batchnorm_backward(dy, xhat, inv_std, gamma, axes: tuple[int, ...]):
+def batchnorm_backward(dy, xhat, inv_std, gamma):
   """(dx, dgamma, dbeta) of training-form batch norm over the m values of each feature.
 
   mean and var depend on x, so dL/dx has three terms: direct, through the mean, through the var:
 
       dxhat = gamma dy,  dx = (1 / sqrt(var + eps)) (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
       dgamma = sum dy xhat,  dbeta = sum dy
+
+  The two means are the parameter gradients over m, so it is computed as
+  dx = gamma inv_std (dy - dbeta / m - xhat dgamma / m): two per-channel sums, not four.
   """
-  dxhat = dy * gamma
-  dx = inv_std * (dxhat - jnp.mean(dxhat, axis=axes) - xhat * jnp.mean(dxhat * xhat, axis=axes))
-  return dx, jnp.sum(dy * xhat, axis=axes), jnp.sum(dy, axis=axes)
+  m = dy.size // dy.shape[-1]
+  dgamma, dbeta = channel_sums(dy * xhat), channel_sums(dy)
+  return (gamma * inv_std) * (dy - dbeta / m - xhat * (dgamma / m)), dgamma, dbeta
 
 
-def batchnorm_inference_backward(dy, xhat, inv_std, gamma, axes: tuple[int, ...]):
+def batchnorm_inference_backward(dy, xhat, inv_std, gamma):
   """(dx, dgamma, dbeta) when mean and var are constants (the running averages):
   dx = gamma dy / sqrt(var + eps), the first term alone."""
-  return dy * gamma * inv_std, jnp.sum(dy * xhat, axis=axes), jnp.sum(dy, axis=axes)
+  return dy * gamma * inv_std, channel_sums(dy * xhat), channel_sums(dy)
 
 
 # ================================================================================ layer kinds

@@ -370,8 +370,7 @@ class BatchNorm(Layer):
     return ScaleShift(one, zero), Moments(zero, one), in_shape
 
   def forward(self, p, s, momentum, x, train, key):
-    axes = tuple(range(x.ndim - 1))
-    mean, var = backprop.batchnorm_statistics(x, s, axes, train)
+    mean, var = backprop.batchnorm_statistics(x, s, train)
     y, xhat, inv_std = backprop.batchnorm_forward(x, mean, var, p.scale, p.shift)
     if not train:
       return y, _BNInference(xhat, inv_std), s
@@ -379,13 +378,12 @@ class BatchNorm(Layer):
     return y, _BNTraining(xhat, inv_std), s
 
   def backward(self, p, momentum, cache, dy):
-    axes = tuple(range(dy.ndim - 1))
     grad = (
       backprop.batchnorm_backward
       if isinstance(cache, _BNTraining)
       else backprop.batchnorm_inference_backward
     )
-    dx, dscale, dshift = grad(dy, cache.xhat, cache.inv_std, p.scale, axes)
+    dx, dscale, dshift = grad(dy, cache.xhat, cache.inv_std, p.scale)
     return dx, ScaleShift(dscale, dshift)
 
   def macs(self, in_shape):

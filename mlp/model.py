@@ -187,6 +187,11 @@ def init(key: jax.Array, net: Net, dtype=jnp.float32) -> tuple[Params, State]:
   return tuple(params), tuple(state)
 
 
+def scope(i: int, layer: layers.Layer, direction: str) -> str:
+  """The name of layer i's forward or backward ops in compiled programs and profiles."""
+  return f"{direction}_{i:02d}_{layer.kind}"
+
+
 class Cache(NamedTuple):
   """What the backward pass needs from the forward pass."""
 
@@ -224,10 +229,12 @@ def forward(
   caches, new_state = [], []
   for i, layer in enumerate(net.layers):
     layer_train = train and i not in frozen
-    h, cache, s = layer.forward(params[i], state[i], hyper[i], h, layer_train, keys.get(i))
+    with jax.named_scope(scope(i, layer, "forward")):  # names the layer in profiles
+      h, cache, s = layer.forward(params[i], state[i], hyper[i], h, layer_train, keys.get(i))
     caches.append(cache)
     new_state.append(s)
-  probs = backprop.softmax_forward(h)
+  with jax.named_scope("forward_softmax"):
+    probs = backprop.softmax_forward(h)
   return probs, Cache(tuple(caches), h, probs), tuple(new_state)
 
 
@@ -307,18 +314,20 @@ def backward(
   Layers in ``frozen`` get zero gradients (their dparams are never used, so XLA drops that work),
   and the fold stops at the lowest layer that is not frozen: nothing below it needs dx.
   """
-  if softmax_grad == "fused":
-    dh = backprop.softmax_nll_backward(cache.probs, labels, weights, smoothing)
-  elif softmax_grad == "jacobian":
-    dp = backprop.nll_backward(cache.probs, labels, weights, smoothing)
-    dh = backprop.softmax_backward(dp, cache.probs)
-  else:
-    raise ValueError(f"softmax_grad must be 'fused' or 'jacobian', got {softmax_grad!r}")
+  with jax.named_scope("backward_softmax"):
+    if softmax_grad == "fused":
+      dh = backprop.softmax_nll_backward(cache.probs, labels, weights, smoothing)
+    elif softmax_grad == "jacobian":
+      dp = backprop.nll_backward(cache.probs, labels, weights, smoothing)
+      dh = backprop.softmax_backward(dp, cache.probs)
+    else:
+      raise ValueError(f"softmax_grad must be 'fused' or 'jacobian', got {softmax_grad!r}")
   zeros = lambda p: jax.tree.map(jnp.zeros_like, p)  # noqa: E731
   grads: list[Any] = [zeros(p) for p in params]
   trainable = [i for i, p in enumerate(params) if jax.tree.leaves(p) and i not in frozen]
   for i in reversed(range(min(trainable, default=len(net.layers)), len(net.layers))):
-    dh, g = net.layers[i].backward(params[i], hyper[i], cache.layers[i], dh)
+    with jax.named_scope(scope(i, net.layers[i], "backward")):
+      dh, g = net.layers[i].backward(params[i], hyper[i], cache.layers[i], dh)
     if i not in frozen:
       grads[i] = g
   grads = tuple(grads)

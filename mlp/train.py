@@ -102,11 +102,13 @@ def _train_epoch(
     batch_idx, w, t, step_lr = inputs
     lr = step_lr if per_step else epoch_lr
     step_key = jax.random.fold_in(epoch_key, t + 1)  # dropout masks: one split per layer
-    xb = augment(spec, jax.random.fold_in(step_key, 1 << 20), x[batch_idx])
+    with jax.named_scope("batch"):  # scopes name the parts of a step in profiles
+      xb = augment(spec, jax.random.fold_in(step_key, 1 << 20), x[batch_idx])
     grads, state, logits = gradients(spec, params, state, xb, y[batch_idx], w, hyper, step_key)
-    rule = optim.optimizer(spec.optimizer, lr, hyper.momentum, hyper.l2, hyper.beta2)
-    updates, opt_state = optim.freeze(rule, spec.frozen).update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
+    with jax.named_scope("update"):
+      rule = optim.optimizer(spec.optimizer, lr, hyper.momentum, hyper.l2, hyper.beta2)
+      updates, opt_state = optim.freeze(rule, spec.frozen).update(grads, opt_state, params)
+      params = optax.apply_updates(params, updates)
     return (params, state, opt_state), logits
 
   inputs = (idx, weights, jnp.arange(steps), lrs)

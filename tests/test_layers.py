@@ -56,6 +56,12 @@ CONV_CASES = [
   (6, 7, 1, 2, (4, 4), 2, "same", 1),
   (10, 11, 3, 2, (3, 3), 3, "valid", 2),  # rows no window reaches at the end
   (6, 6, 3, 2, (1, 1), 2, "same", 2),  # ... and with `same` padding (the input is cropped)
+  # Eight or more input channels: dW as a convolution over x^T (batch last, in blocks of k)
+  (6, 5, 8, 16, (3, 3), 1, "same", 16),  # k = 16
+  (8, 8, 8, 16, (3, 3), 2, "same", 4),  # k = 4, dy dilated by the stride
+  (9, 8, 12, 4, (3, 3), 2, "valid", 6),  # k = 2
+  (10, 11, 8, 3, (3, 3), 3, "valid", 3),  # k = 1 (a plain transpose), unreached rows
+  (7, 7, 16, 8, (5, 5), 2, "valid", 2),
 ]
 
 
@@ -75,7 +81,8 @@ def test_conv2d_output_shapes_follow_same_and_valid():
 
 POOL_CASES = [
   # (H, W, C, window, stride, batch)
-  (6, 6, 1, (2, 2), 2, 2),
+  (6, 6, 1, (2, 2), 2, 2),  # windows side by side: the backward pass is a select
+  (7, 5, 2, (2, 2), 2, 2),  # ... with a row and a column no window reaches
   (7, 7, 3, (3, 3), 2, 2),  # overlapping windows
   (11, 9, 3, (5, 5), 2, 1),  # the study's first pooling, odd sizes
   (8, 5, 1, (3, 2), 1, 3),
@@ -89,6 +96,10 @@ def test_pool_backward(kind, h, w, c, window, stride, batch):
   check_layer(kind(window, stride), (h, w, c), batch)
 
 
+def _reduce_window_max(x, window, stride):
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, stride, stride, 1), "VALID")
+
+
 def check_maxpool_ties():
   """Ties (ReLU zeros, repeated values): each window's gradient goes to one maximum, the first in
   row-major order, as XLA's select-and-scatter does; the gradient's total is preserved."""
@@ -96,7 +107,11 @@ def check_maxpool_ties():
   window, stride = (3, 3), 2
   dy = rand(1, 2, 3, 3, 2)
   hand = backprop.maxpool_backward(dy, x, window, stride)
-  _, vjp = jax.vjp(lambda x: backprop.maxpool_forward(x, window, stride), x)
+  np.testing.assert_array_equal(
+    backprop.maxpool_forward(x, window, stride), _reduce_window_max(x, window, stride)
+  )
+  # The reference routing: the VJP of XLA's reduce-window max (jnp.maximum's would split ties).
+  _, vjp = jax.vjp(lambda x: _reduce_window_max(x, window, stride), x)
   assert_close(hand, vjp(dy)[0])
   np.testing.assert_allclose(float(hand.sum()), float(dy.sum()), rtol=1e-12)
   one = jnp.zeros((1, 3, 3, 1)).at[0, 1, 1, 0].set(1.0).at[0, 2, 2, 0].set(1.0)
@@ -106,6 +121,20 @@ def check_maxpool_ties():
 
 def test_maxpool_routes_ties_to_the_first_maximum():
   check_maxpool_ties()
+
+
+def test_batch_last_is_the_transpose():
+  for batch in (1, 2, 3, 6, 16, 48):
+    x = rand(batch, batch, 3, 2, 5)
+    np.testing.assert_array_equal(backprop.batch_last(x), jnp.transpose(x, (3, 1, 2, 0)))
+
+
+def test_channel_sums_as_a_matmul_equal_the_sums(monkeypatch):
+  a = rand(0, 64, 5, 7, 3)
+  plain = backprop.channel_sums(a)
+  monkeypatch.setattr(backprop, "SUMS_AS_MATMUL_MIN_ROWS", 0)
+  assert_close(backprop.channel_sums(a), plain)
+  assert_close(plain, jnp.sum(a, axis=(0, 1, 2)))
 
 
 def test_flatten_backward():
@@ -162,6 +191,34 @@ def setup_cnn(batch, seed=0, dropout="inverted"):
   x = rand(seed + 1, batch, 15 * 14 * 2)  # flat rows, as the data sets hold them
   y = jax.random.randint(jax.random.key(seed + 2), (batch,), 0, 5)
   return net, params, state, x, y, hyper, dict(train=True, key=jax.random.key(seed + 3))
+
+
+# The fast paths of mlp.backprop (the first convolution tap by tap, dW as a convolution over x^T,
+# per-channel sums as matrix products, side-by-side max-pool windows) on a small network.
+FAST_CNN = "conv8 maxpool2 bn relu conv16/3x3/s2 bn relu maxpool2/s1 flatten dense"
+
+
+def fast_paths(monkeypatch, on: bool = True):
+  """Every fast path of mlp.backprop taken (on) or none (off), whatever the sizes."""
+  monkeypatch.setattr(backprop, "CONV_TAPS", 9 if on else 0)
+  monkeypatch.setattr(backprop, "CONV_DW_MIN_CHANNELS", 8 if on else 10**9)
+  monkeypatch.setattr(backprop, "SUMS_AS_MATMUL_MIN_ROWS", 0 if on else 10**9)
+
+
+def setup_fast_cnn(batch, seed=0):
+  net, hyper = model.parse(FAST_CNN, (12, 11, 1), 4)
+  params, state = model.init(jax.random.key(seed), net, jnp.float64)
+  params = jax.tree.map(lambda p: p + 0.1 * rand(seed + 9, *p.shape), params)
+  x = rand(seed + 1, batch, 12 * 11)
+  y = jax.random.randint(jax.random.key(seed + 2), (batch,), 0, 4)
+  return net, params, state, x, y, hyper, dict(train=True, key=jax.random.key(seed + 3))
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_cnn_fast_paths_match_autodiff_and_finite_differences(on, monkeypatch):
+  fast_paths(monkeypatch, on)
+  check_cnn_autodiff(*setup_fast_cnn(8), l2=0.2)
+  check_cnn_fd(*setup_fast_cnn(4, seed=5))
 
 
 def check_cnn_autodiff(net, params, state, x, y, hyper, kwargs, softmax_grad="fused", l2=0.0):
@@ -267,10 +324,19 @@ def _maxpool_all_ties(dy, x, window, stride):
   return dx
 
 
-def _bn_no_mean_term(dy, xhat, inv_std, gamma, axes):
+def _bn_no_mean_term(dy, xhat, inv_std, gamma):
+  axes = tuple(range(dy.ndim - 1))
   dxhat = dy * gamma
   dx = inv_std * (dxhat - xhat * jnp.mean(dxhat * xhat, axis=axes))
   return dx, jnp.sum(dy * xhat, axis=axes), jnp.sum(dy, axis=axes)
+
+
+def _batch_last_reversed(x):  # x^T with the images in reverse order: dW pairs wrong images
+  return jnp.transpose(x, (3, 1, 2, 0))[..., ::-1]
+
+
+def _sums_but_the_last_row(a):
+  return jnp.sum(a.reshape(-1, a.shape[-1])[:-1], axis=0)
 
 
 ORIGINAL = {name: getattr(backprop, name) for name in ("conv2d_backward",)}
@@ -280,10 +346,12 @@ MUTANTS = {
   "conv kernel not rotated": ("conv2d_backward", _with_dx(rotate=False), "conv"),
   "conv stride ignored in dx": ("conv2d_backward", _with_dx(dilate=False), "conv"),
   "maxpool gradient to every tied maximum": ("maxpool_backward", _maxpool_all_ties, "ties"),
+  "conv dW over x^T with the images reversed": ("batch_last", _batch_last_reversed, "fast"),
+  "per-channel sums without the last row": ("channel_sums", _sums_but_the_last_row, "fast"),
   "batch norm without the mean-of-gradient term": ("batchnorm_backward", _bn_no_mean_term, "bn"),
   "batch norm with running statistics in training": (
     "batchnorm_statistics",
-    lambda x, running, axes, train: running,
+    lambda x, running, train: running,
     "bn",
   ),
 }
@@ -305,6 +373,11 @@ def _checks(target: str):
   }
   if target == "ties":  # not differentiable at ties: autodiff (XLA's routing) is the reference
     return {"autodiff": check_maxpool_ties}
+  if target == "fast":  # the fast paths, taken whatever the sizes
+    return {
+      "autodiff": lambda: check_cnn_autodiff(*setup_fast_cnn(8)),
+      "finite differences": lambda: check_cnn_fd(*setup_fast_cnn(4, seed=5)),
+    }
   return {
     "autodiff": lambda: (layer[target](fd=False), check_cnn_autodiff(*setup_cnn(4))),
     "finite differences": lambda: check_cnn_fd(*setup_cnn(4, seed=4)),
@@ -314,13 +387,15 @@ def _checks(target: str):
 @pytest.mark.parametrize("name", sorted(MUTANTS))
 def test_planted_wrong_gradient_fails_the_checks(name, monkeypatch):
   attr, wrong, target = MUTANTS[name]
+  fast_paths(monkeypatch, target == "fast")
   monkeypatch.setattr(backprop, attr, wrong)
   caught = {check: _fails(fn) for check, fn in _checks(target).items()}
   assert all(caught.values()), f"mutant {name!r} slipped through: {caught}"
 
 
-def test_correct_gradients_pass_the_same_checks():
+def test_correct_gradients_pass_the_same_checks(monkeypatch):
   """The harness itself is sound: unmutated code passes every check used above."""
-  for target in ("conv", "bn", "ties"):
+  fast_paths(monkeypatch, True)
+  for target in ("conv", "bn", "ties", "fast"):
     for check, fn in _checks(target).items():
       assert not _fails(fn), (target, check)
