@@ -50,6 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.schedule = "epoch_decay"  # epoch_decay | cosine (to 0 over max_epochs)
   c.train.warmup_epochs = 0.0  # linear learning-rate warm-up, per step
   c.train.compute_dtype = "float32"  # float32 | bfloat16 (matmuls, convolutions; f32 weights)
+  # What train loss/accuracy each epoch reports: full (the training split evaluated again, which
+  # the gap rule needs) or epoch (the running means over its minibatches: no extra pass).
+  c.train.train_metrics = "full"
   c.train.label_smoothing = 0.0  # targets (1 - eps) onehot + eps / classes
   c.train.dropout = (0.0, 0.0)  # rate per Dense-layer input: (input, hidden 1, ...)
   c.train.augment_flip = False  # in the jitted epoch: mirror each image with probability 1/2

@@ -335,6 +335,11 @@ def _plan(run: Run, input_shape: tuple[int, ...], num_classes: int) -> Plan:
       _architecture(s, input_shape), input_shape, num_classes, dropout=str(s.model.dropout)
     )
     rules = _stopping(s.train, num_classes)  # first: max_epochs is also the cosine horizon
+    if s.train.early_stopping == "gap" and s.train.train_metrics != "full":
+      raise ValueError(
+        "train.early_stopping=gap compares validation with the training loss at the epoch's end"
+        ": it needs train.train_metrics=full"
+      )
     return Plan(
       run=run,
       spec=_spec(s, net),

@@ -18,6 +18,7 @@ _TRAIN, _MODEL = DEFAULTS.train, DEFAULTS.model
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULES = ("epoch_decay", "cosine")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+TRAIN_METRICS = ("full", "epoch")
 
 
 class Hyper(NamedTuple):
@@ -98,7 +99,8 @@ class Spec:
   frozen: tuple[int, ...] = ()  # layers (indices into net.layers) whose parameters never change
   optimizer: str = _TRAIN.optimizer  # sgd (heavy ball, Eq. 4) | nesterov | adam | adamw (mlp.optim)
   schedule: str = _TRAIN.schedule  # epoch_decay (eta decay^epoch) | cosine (mlp.optim)
-  compute_dtype: str = "float32"  # float32 | bfloat16: matmuls and convolutions (mixed precision)
+  compute_dtype: str = _TRAIN.compute_dtype  # float32 | bfloat16: matmuls and convolutions
+  train_metrics: str = _TRAIN.train_metrics  # full | epoch: what the history's train_* hold
 
   def __post_init__(self):
     if (self.flip or self.shift) and len(self.net.input_shape) != 3:
@@ -116,6 +118,10 @@ class Spec:
     if self.compute_dtype not in COMPUTE_DTYPES:
       raise ValueError(
         f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}"
+      )
+    if self.train_metrics not in TRAIN_METRICS:
+      raise ValueError(
+        f"train_metrics must be one of {', '.join(TRAIN_METRICS)}, got {self.train_metrics!r}"
       )
     if self.batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")

@@ -69,10 +69,19 @@ def hand_gradients(spec: Spec, params, state, x, y, weights, hyper: Hyper, key):
   return grads, state, cache.logits
 
 
+class EpochMetrics(NamedTuple):
+  """An epoch's running training metrics: means over its minibatches, each in the training form
+  with the params of its step (what train.train_metrics = "epoch" reports)."""
+
+  loss: jax.Array
+  acc: jax.Array
+
+
 def _train_epoch(
   spec: Spec, params, state, opt_state, hyper: Hyper, key, epoch, x, y, gradients=hand_gradients
 ):
-  """One pass over (x, y) in shuffled minibatches; returns (params, state, opt_state, mean loss).
+  """One pass over (x, y) in shuffled minibatches; returns (params, state, opt_state, metrics):
+  the epoch's mean training loss and accuracy as :class:`EpochMetrics`.
 
   A final partial batch is kept: the permutation is padded to whole batches and padded rows get
   weight 0, so each step's gradient is the mean over its real rows (batch-norm statistics do
@@ -118,10 +127,14 @@ def _train_epoch(
   (params, state, opt_state), logits = jax.lax.scan(
     step, (params, state, opt_state), inputs, unroll=unroll
   )
-  # Mean NLL over the real rows, each scored with the params of the step that trained on it.
+  # Mean NLL and accuracy over the real rows, each scored with the params of the step that
+  # trained on it (the training form: dropout, augmentation).
   log_p = backprop.log_softmax(logits.reshape(steps * bs, -1))
-  loss = backprop.nll_loss(log_p, y[idx].reshape(-1), None if pad == 0 else weights.reshape(-1))
-  return params, state, opt_state, loss
+  labels, w = y[idx].reshape(-1), None if pad == 0 else weights.reshape(-1)
+  loss = backprop.nll_loss(log_p, labels, w)
+  hits = (jnp.argmax(log_p, axis=1) == labels).astype(log_p.dtype)
+  acc = jnp.mean(hits) if w is None else jnp.sum(hits * w) / jnp.sum(w)
+  return params, state, opt_state, EpochMetrics(loss, acc)
 
 
 def _log_probs(spec: Spec, params, state, hyper: Hyper, x):
@@ -179,11 +192,11 @@ def epoch_program(gradients: Callable = hand_gradients) -> Callable:
     train_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     fn = functools.partial(_train_epoch, spec, gradients=gradients)
     axes = (0, 0, 0, 0, 0, None, None, None)
-    new_params, new_state, new_opt, loss = jax.vmap(fn, in_axes=axes)(
+    new_params, new_state, new_opt, metrics = jax.vmap(fn, in_axes=axes)(
       params, state, opt_state, hyper, train_keys, epoch, x, y
     )
     old = (params, state, opt_state)
-    return (*_select(active, (new_params, new_state, new_opt), old), loss)
+    return (*_select(active, (new_params, new_state, new_opt), old), metrics)
 
   return population_epoch
 
@@ -299,7 +312,7 @@ def _fit_group(
   steps = math.ceil(len(y_tr) / spec.batch_size)  # per epoch (the learning rate logged: step 0's)
   epoch = 0
   while active.any():
-    params, state, opt_state, _ = population_epoch(
+    params, state, opt_state, running = population_epoch(
       spec,
       params,
       state,
@@ -311,7 +324,10 @@ def _fit_group(
       x_tr,
       y_tr,
     )
-    tr_loss, tr_acc = map(np.asarray, population_evaluate(spec, params, state, hyper, x_tr, y_tr))
+    if spec.train_metrics == "epoch":  # the epoch's running means: no pass over the training set
+      tr_loss, tr_acc = map(np.asarray, running)
+    else:  # the training split re-evaluated with the epoch's final params (inference form)
+      tr_loss, tr_acc = map(np.asarray, population_evaluate(spec, params, state, hyper, x_tr, y_tr))
     va_loss, va_acc = map(np.asarray, population_evaluate(spec, params, state, hyper, x_va, y_va))
     lr = np.asarray(optim.step_learning_rates(spec.schedule, hyper, epoch, steps)[0])
     metrics = dict(train_loss=tr_loss, val_loss=va_loss, train_acc=tr_acc, val_acc=va_acc, lr=lr)

@@ -159,7 +159,6 @@ def _literal(node: ast.AST):
 
 # Left as they are, each for its reason (the note lists them).
 ELSEWHERE = {
-  ("spec.py", "compute_dtype"),  # Spec's field as the mixed-precision work added it
   ("stats.py", "alpha"),  # each statistical test's conventional significance level
 }
 

@@ -106,7 +106,7 @@ def test_epoch_equals_reference_loop_with_partial_batch(n, batch_size):
       ),
     )
     key, epoch = jax.random.key(4), jnp.asarray(2)
-    out, _, _, mean_loss = train._train_epoch(
+    out, _, _, (mean_loss, _) = train._train_epoch(
       sp, params, state, optim.init_state(params), hyper, key, epoch, x, jnp.asarray(y)
     )
     # Reference: same permutation, last batch shorter, literal Eq. 4 with eta decayed twice.
