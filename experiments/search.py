@@ -17,7 +17,7 @@ from mlp import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
-  str(Path(__file__).parents[1] / "configs" / "fer2013_search.py"),
+  str(cli.CONFIGS / "fer2013_search.py"),
   cli.CONFIG_HELP,
   lock_config=True,
 )

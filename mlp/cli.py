@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from absl import app, flags
@@ -17,7 +17,7 @@ from ml_collections import config_flags
 from mlp import interrupts
 from mlp.data import common
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parent / "configs"  # the study configs, installed with mlp
 HELP_FLAGS = {"-?", "--help", "--helpshort", "--helpfull", "--helpxml"}
 CONFIG_HELP = (
   "Config file[:variant]. Override any field with --config.<field>=VALUE, e.g. "
@@ -79,7 +79,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing (``app.run(main, flags_parser=parse_flags)``), with a mistake in a flag
   or a config override (unknown field or variant, wrong type, missing file) said in a line or
   two and exit status 2 instead of a traceback."""
-  argv = ["--help" if a == "-h" else a for a in argv]
+  argv = [packaged_config(a) for a in ("--help" if a == "-h" else a for a in argv)]
   warnings.formatwarning = one_line_warning  # this is a command line: no source listings
   try:
     return flags.FLAGS(argv)
@@ -91,9 +91,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     text = str(e).strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if isinstance(e, AttributeError | KeyError):  # an override names a field the config lacks
-      key = text.strip("'\"")
-      used = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a.split("=")[0]]
-      text = f"the config has no field {key!r}" + (f" (from {', '.join(used)})" if used else "")
+      text = unknown_field_message(e, argv)
     elif "Traceback" in text and lines:  # the config file raised: keep its own message
       text = f"{lines[0].rstrip(':')}: {lines[-1]}"
     elif "No such file" in text or "Attempted" in text:
@@ -104,6 +102,44 @@ def parse_flags(argv: list[str]) -> list[str]:
       file=sys.stderr,
     )
     sys.exit(2)
+
+
+def packaged_config(arg: str) -> str:
+  """``--config=PATH[:variant]`` as given, or, when PATH is no file here but names a config of
+  the package (``configs/har.py``, ``har.py``, ``har``), that file: the README's commands work
+  from any folder with mlp installed."""
+  flag, sep, value = arg.partition("=")
+  if flag not in ("--config", "-config") or not sep:
+    return arg
+  path, colon, variant = value.partition(":")
+  if not path or Path(path).exists():
+    return arg
+  name = Path(path).name
+  packaged = CONFIGS / (name if name.endswith(".py") else f"{name}.py")
+  return f"{flag}={packaged}{colon}{variant}" if packaged.is_file() else arg
+
+
+def unknown_field_message(e: BaseException, argv: Sequence[str]) -> str:
+  """What an override of a field the config lacks says: the field as given on the command line
+  and ml_collections' suggestion, e.g. ``the config has no field train.max_epoch (from
+  --config.train.max_epoch); did you mean "max_epochs"?``."""
+  while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(message))
+    e = e.args[0]
+  text = str(e.args[0]) if e.args else str(e)
+  first, *rest = [line.strip() for line in text.splitlines() if line.strip()] or [""]
+  key = first.strip("'\"")
+  used = [
+    a.split("=")[0]
+    for a in argv
+    if a.startswith("--config.") and key in a.split("=")[0].split(".")[1:]
+  ]
+  field = used[0][len("--config.") :] if len(used) == 1 else key
+  out = f"the config has no field {field}" + (f" (from {', '.join(used)})" if used else "")
+  hint = " ".join(rest)
+  if hint.lower().startswith("did you mean"):
+    suggestion = hint.split(" instead of ")[0]
+    out += f"; {suggestion[0].lower()}{suggestion[1:]}?"
+  return out
 
 
 @contextlib.contextmanager

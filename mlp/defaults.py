@@ -11,7 +11,7 @@ from typing import Any
 
 import ml_collections
 
-from configs import base
+from mlp.configs import base
 
 DEFAULTS = ml_collections.FrozenConfigDict(base.get_config())
 

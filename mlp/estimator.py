@@ -40,7 +40,7 @@ class MLPClassifier:
     seed: int = DEFAULTS.seed,
     **settings: Any,
   ) -> None:
-    from configs import base  # the study configs' defaults
+    from mlp.configs import base  # the study configs' defaults
 
     config = base.get_config()
     if hidden is not None:

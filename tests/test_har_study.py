@@ -554,7 +554,7 @@ def test_cli_runs_quick_config_and_rejects_unknown_field(har_dir, tmp_path):
   # Mistakes in the config flag: one or two lines and exit status 2, never a traceback.
   bad = run_cli("--config=configs/har.py:quick", "--config.train.no_such_field=1")
   assert bad.returncode == 2 and "Traceback" not in bad.stderr
-  assert "no field 'no_such_field' (from --config.train.no_such_field)" in bad.stderr
+  assert "no field train.no_such_field (from --config.train.no_such_field)" in bad.stderr
   malformed = run_cli("--config=configs/har.py:quick", "--config.train.batch_size=many")
   assert malformed.returncode == 2 and "batch_size" in malformed.stderr
   assert "Traceback" not in malformed.stderr
