@@ -14,7 +14,7 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-from mlp import interrupts
+from mlp import compile_cache, interrupts
 from mlp.data import common
 
 CONFIGS = Path(__file__).resolve().parent / "configs"  # the study configs, installed with mlp
@@ -149,6 +149,7 @@ def errors_said() -> Iterator[None]:
   # absl shows INFO logs; jax's "Unable to initialize backend 'tpu'" is one, and not news on a
   # CPU or GPU machine. Its warnings (e.g. a GPU without a CUDA jaxlib) still show.
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+  compile_cache.enable()  # before jax loads: this process and its workers (mlp.compile_cache)
   interrupts.keep_interrupts()
   if "strict_data" in flags.FLAGS and flags.FLAGS.strict_data:
     os.environ[common.STRICT_ENV] = "1"  # read by the loaders, here and in worker processes

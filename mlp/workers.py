@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from mlp import compile_cache
 from mlp.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,6 +208,7 @@ def worker_main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--index", type=int, required=True)
   args = p.parse_args(argv)
+  compile_cache.enable()  # (inherited from the study; also for a worker started by hand)
   limit_xla_threads(args.index)
   from mlp.interrupts import keep_interrupts
 

@@ -1,10 +1,28 @@
 """Test-wide settings: never touch the user's cache or data folder, never the network."""
 
 import os
+import tempfile
 
 import pytest
 
+from mlp import compile_cache
 from mlp.data import common
+
+# The suite's own compilation cache (never the user's): $MLP_TEST_COMPILE_CACHE, a folder or
+# "off", else the pytest cache's mlp-compiled/ folder, kept between runs (a second run of the suite
+# compiles little), else a temporary folder.
+TEST_COMPILE_CACHE_ENV = "MLP_TEST_COMPILE_CACHE"
+
+
+def pytest_configure(config):
+  """Before any test module imports jax: this process, its xdist siblings and every process a
+  test starts (the CLI, workers) share the suite's compilation cache (mlp.compile_cache)."""
+  folder = os.environ.get(TEST_COMPILE_CACHE_ENV)
+  if folder is None:
+    cache = getattr(config, "cache", None)
+    folder = str(cache.mkdir("mlp-compiled")) if cache else tempfile.mkdtemp(prefix="mlp-xla-")
+  os.environ[compile_cache.ENV] = folder
+  compile_cache.enable()
 
 
 @pytest.fixture(autouse=True, scope="session")

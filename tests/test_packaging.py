@@ -7,13 +7,14 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
 from mlp import cli, scripts
+
+tomllib = pytest.importorskip("tomllib")  # (Python 3.11+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -22,9 +23,7 @@ TEST_TOOLS = {"pytest", "pytest-xdist", "ruff"}  # requirements.txt's, for the t
 
 def test_every_package_of_mlp_is_installed():
   """A subpackage missing from the list would be missing from the wheel (no error until used)."""
-  found = {
-    ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "mlp").rglob("__init__.py")
-  }
+  found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "mlp").rglob("__init__.py")}
   listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
   assert listed == found | {"mlp.experiments"}
   assert PYPROJECT["tool"]["setuptools"]["package-dir"] == {"mlp.experiments": "experiments"}
