@@ -30,7 +30,7 @@ def run_dir(workdir: str | Path, run: Run | Plan) -> Path:
 
 def metric_tags(test_splits: Iterable[str]) -> list[str]:
   """The HParams dashboard's metric columns: what a run ends with (:func:`final_scalars`)."""
-  tests = [f"test/{s}/{m}" for s in test_splits for m in ("top1", "loss")]
+  tests = [f"{m}/{s}" for s in test_splits for m in ("accuracy", "loss")]  # e.g. accuracy/test
   return ["accuracy/val_best", "epochs", *tests, "loss/val", "accuracy/val"]
 
 
@@ -39,8 +39,8 @@ def final_scalars(result: dict) -> dict[str, float]:
   out = {"accuracy/val_best": max(result["history"]["val_acc"], default=float("nan"))}
   out["epochs"] = float(result["epochs"])
   for split, ev in result["tests"].items():
-    out[f"test/{split}/top1"] = float(ev["topk"][0])
-    out[f"test/{split}/loss"] = float(ev.get("loss", float("nan")))
+    out[f"accuracy/{split}"] = float(ev["topk"][0])
+    out[f"loss/{split}"] = float(ev.get("loss", float("nan")))
   return out
 
 

@@ -19,6 +19,7 @@ retried by the same command (the error would repeat): running the command again 
 """
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from mlp import fileio, plan, progress, rundir, trainer
+from mlp import fileio, plan, progress, rundir, trainer, trialparams
 from mlp.data import Dataset
 from mlp.plan import Plan, Run
 from mlp.search import storage as storage_lib
@@ -112,11 +113,19 @@ def leftovers(trials: list[FrozenTrial], runs: Sequence[Run | Plan]) -> list[Fro
   return [t for t in trials if t.state == TrialState.WAITING and t.user_attrs.get("run") in done]
 
 
-def enqueue(st: optuna.Study, plans: Sequence[Plan]) -> None:
-  """A WAITING trial per plan, with the run's id and its plan (what optuna-dashboard shows)."""
+def enqueue(st: optuna.Study, plans: Sequence[Plan], every: Sequence[Plan] = ()) -> None:
+  """A WAITING trial per plan, with the run's id and its plan, and its hyperparameters as params
+  with distributions over ``every`` plan of the study (mlp.trialparams: what optuna-dashboard
+  shows)."""
+  space = trialparams.space(every or plans)
   for p in plans:
+    params, distributions = trialparams.trial_params(p, space)
     attrs = {"run": p.id, "plan": p.describe()}
-    st.enqueue_trial({}, user_attrs=attrs, skip_if_exists=False)
+    st.add_trial(
+      optuna.trial.create_trial(
+        state=TrialState.WAITING, params=params, distributions=distributions, user_attrs=attrs
+      )
+    )
 
 
 def check_config(trials: list[FrozenTrial], runs: Sequence[Run], name: str) -> None:
@@ -147,6 +156,7 @@ def adopt(st: optuna.Study, runs: Sequence[Run], workdir: Path, log: Log) -> int
   """Add to the study the runs finished in ``workdir`` (result.json) that it lacks: workdirs
   written before studies lived in storage, or a worker killed between saving and telling."""
   grouped = by_run(st.get_trials(deepcopy=False))
+  space = trialparams.space(runs)
   n = 0
   for run in runs:
     if complete(grouped.get(run.id, [])) is not None:
@@ -160,11 +170,13 @@ def adopt(st: optuna.Study, runs: Sequence[Run], workdir: Path, log: Log) -> int
         f"{path} was trained with a different config than the current one for run {run.id}; "
         "finished runs are never overwritten: use a new --workdir, or delete that run's folder"
       )
+    params, distributions = trialparams.trial_params(run, space)
     st.add_trial(
       optuna.trial.create_trial(
         value=rundir.objective(result),
-        distributions={},
-        params={},
+        distributions=distributions,
+        params=params,
+        intermediate_values=curve(result),
         user_attrs={"run": run.id, "result": result, "adopted": str(path)},
       )
     )
@@ -198,7 +210,7 @@ def work(st: optuna.Study, plans: Sequence[Plan], ctx: trainer.Context) -> int:
         retried = [p.id for p in retry if grouped.get(p.id)]
         if retried:
           ctx.log(f"retrying {', '.join(retried)} (its worker died)")
-        enqueue(st, retry)
+        enqueue(st, retry, plans)
         continue
       if not any(
         t.state in storage_lib.ACTIVE and t.user_attrs.get("run") in index for t in trials
@@ -217,11 +229,25 @@ def work(st: optuna.Study, plans: Sequence[Plan], ctx: trainer.Context) -> int:
         pending.pop(tid, None)
         hb.remove(tid)
 
+      def report(p: Plan, epoch: int, row: dict[str, float], tid_of=tid_of) -> bool:
+        """Each epoch's validation accuracy, as the trial's intermediate value (live curves in
+        optuna-dashboard); never stops a run."""
+        if math.isfinite(row["val_acc"]):
+          try:
+            storage_lib.storage_of(st).set_trial_intermediate_value(
+              tid_of[p.id], epoch, row["val_acc"]
+            )
+          except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+            pass  # ended elsewhere (stale): the run's result is told, and refused, at its end
+        return False
+
       todo = [by_id[run_id] for run_id in pending.values()]
       try:
         for group in plan.groups(todo):
           first = index[group.plans[0].id]  # the progress prefix: its place in the study's runs
-          trainer.train_group(group, ctx, done=first, total=len(plans), on_result=tell)
+          trainer.train_group(
+            group, ctx, done=first, total=len(plans), on_result=tell, prune=report
+          )
       except BaseException as e:
         reason = "interrupted" if isinstance(e, KeyboardInterrupt) else "error"
         for tid in pending:
@@ -280,10 +306,20 @@ def _told_when_saved(st, claimed, by_id: dict[str, Plan], hb, ctx: trainer.Conte
   return pending
 
 
+def curve(result: dict) -> dict[int, float]:
+  """{epoch: validation accuracy} of a finished run (its trial's intermediate values)."""
+  accs = result.get("history", {}).get("val_acc", [])
+  return {e: float(a) for e, a in enumerate(accs, 1) if math.isfinite(a)}
+
+
 def _tell(st: optuna.Study, tid: int, result: dict, log: Log) -> None:
   storage = storage_lib.storage_of(st)
   result = fileio.to_jsonable(result)
   try:
+    reported = storage.get_trial(tid).intermediate_values
+    for epoch, acc in curve(result).items():  # the epochs not reported live (a resumed run's)
+      if epoch not in reported:
+        storage.set_trial_intermediate_value(tid, epoch, acc)
     storage.set_trial_user_attr(tid, "result", result)
     storage.set_trial_state_values(
       tid, state=TrialState.COMPLETE, values=[rundir.objective(result)]

@@ -174,10 +174,13 @@ def _start(st, study: StudyPlan, plans, data: Dataset, workdir: Path, log: Log) 
   expensive first); returns ({run id: result} of the finished runs, {run id: estimated cost})."""
   for note in data.notes:
     log(note)
+  every = [plan.hparams(r) for r in study.runs]
+  grid = [h for r, h in zip(study.runs, every, strict=True) if r.name not in study.extra_runs]
   tensorboard.write_hparams_config(
     workdir / "runs",
-    tensorboard.domains([plan.hparams(r) for r in study.runs]),
+    tensorboard.domains(every),
     rundir.metric_tags(data.tests),
+    swept=tensorboard.varying(grid) or tensorboard.varying(every),  # the grid's axes first
   )
   try:
     schedule.adopt(st, study.runs, workdir, log)
@@ -192,7 +195,7 @@ def _start(st, study: StudyPlan, plans, data: Dataset, workdir: Path, log: Log) 
   todo = schedule.to_enqueue(plans, trials, retry_errors=True)
   rows = len(data.y_train)
   cost = {p.id: workers.estimated_seconds(p, rows) for p in plans}
-  schedule.enqueue(st, sorted(todo, key=lambda p: -cost[p.id]))  # most expensive first
+  schedule.enqueue(st, sorted(todo, key=lambda p: -cost[p.id]), plans)  # most expensive first
   return finished, cost
 
 

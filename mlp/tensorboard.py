@@ -2,8 +2,17 @@
 
 Layout of a study with the HParams dashboard::
 
-  root/              write_hparams_config(root, ...)   -> experiment summary (hparams + metrics)
-  root/<run>/        SummaryWriter(root / run)          -> session start/end + scalar metrics
+  root/hparams_experiment.pb   write_hparams_config(root, ...): the experiment (hparams, metrics)
+  root/<run>/                  SummaryWriter(root / run): the experiment copied from the nearest
+                               folder above, session start/end, scalar metrics
+
+TensorBoard lists every folder holding an event file as a run: an experiment summary in an event
+file at the root would be an empty run ".". The HParams plugin takes the experiment from whichever
+run has one, so each run's events carry a copy. The experiment lists the swept hyperparameters
+first, with the ``differs`` flag that the dashboard shows by default (the first five), then the
+others; it declares no domains of values, since a resumed study with more runs (seeds, grid
+values) would leave older copies with older domains, and the dashboard hides the sessions whose
+value is outside a discrete domain.
 
 Events are written with `tensorboard.summary.writer.event_file_writer.EventFileWriter`; the HParams
 protos are built by hand with `tensorboard.plugins.hparams` (api_pb2, plugin_data_pb2, metadata)
@@ -32,6 +41,8 @@ from tensorboard.plugins.hparams import metadata as hp_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
+
+from mlp import fileio
 
 HParamValue = float | int | str | bool
 
@@ -80,6 +91,11 @@ def domains(hparams: Sequence[Mapping[str, Any]]) -> dict[str, list[HParamValue]
   flat = [flat_hparams(h) for h in hparams]
   names = dict.fromkeys(k for h in flat for k in h)
   return {k: sorted({hparam_value(h[k]) for h in flat if k in h}) for k in names}
+
+
+def varying(hparams: Sequence[Mapping[str, Any]]) -> list[str]:
+  """The (flattened) hyperparameters with more than one value over runs, in first-seen order."""
+  return [k for k, values in domains(hparams).items() if len(values) > 1]
 
 
 def _proto_value(value: HParamValue) -> Any:
@@ -152,12 +168,16 @@ class SummaryWriter:
       self.scalar(tag, value, step)
 
   def hparams(self, hparams: Mapping[str, Any], *, trial_id: str | None = None) -> None:
-    """Writes the HParams session start for this run with its hyperparameter values.
+    """Writes the HParams session start for this run with its hyperparameter values, after the
+    study's experiment (:func:`write_hparams_config`) when a folder above holds one.
 
     `trial_id` names the session group (runs with the same id, e.g. different seeds, are grouped);
     it defaults to a hash of the normalised hyperparameters. Values are normalised with
     `hparam_value`. The matching session end is written by `close`.
     """
+    experiment = _study_experiment(self.logdir)
+    if experiment is not None:
+      self._add(_hparams_summary(hp_metadata.EXPERIMENT_TAG, experiment), step=0)
     values = {str(k): hparam_value(v) for k, v in flat_hparams(hparams).items()}
     if trial_id is None:
       blob = json.dumps(values, sort_keys=True, separators=(",", ":"))
@@ -199,19 +219,28 @@ class SummaryWriter:
     self.close(status="success" if exc_type is None else "failure")
 
 
+EXPERIMENT_FILE = "hparams_experiment.pb"  # a study's HParams experiment, at its logdir's root
+EXPERIMENT_DEPTH = 3  # how many folders above its own a run looks for it (root/<name>/seed<k>)
+
+
 def write_hparams_config(
   logdir: str | os.PathLike,
   hparams: Mapping[str, Sequence[Any] | None],
   metrics: Sequence[str],
+  *,
+  swept: Sequence[str] | None = None,
 ) -> None:
-  """Writes the HParams experiment summary at a study's root `logdir`.
+  """Writes a study's HParams experiment to ``logdir``/hparams_experiment.pb, for the runs that
+  are written below it (:meth:`SummaryWriter.hparams` copies it into each run's events).
 
-  `hparams` maps each hyperparameter name to its domain: a list/tuple of values (a discrete
-  domain; values normalised with `hparam_value`, so ``[(300, 100), (500,)]`` becomes
-  ``["300-100", "500"]``) or None (no declared domain). `metrics` are the scalar tags to show as
-  metric columns (as logged by `SummaryWriter.scalar` in each run directory).
+  ``hparams`` maps each hyperparameter name to its values over the study's runs (``[(300, 100),
+  (500,)]`` become strings as in `hparam_value`; they give its type), or to None when they are
+  not known in advance (a search's sampler picks them). ``swept`` names the hyperparameters the
+  study varies (a grid's axes): they come first, flagged ``differs``, which the dashboard shows
+  by default; without it, those with several values or None. `metrics` are the scalar tags to
+  show as metric columns (as logged by `SummaryWriter.scalar` in each run directory).
   """
-  infos = []
+  infos = {}
   for name, domain in hparams.items():
     info = api_pb2.HParamInfo(name=str(name))
     if domain is not None:
@@ -224,23 +253,31 @@ def write_hparams_config(
       if len(types) != 1:
         raise ValueError(f"domain of hparam {name!r} mixes value types: {values!r}")
       info.type = types.pop()
-      values.sort()
-      info.domain_discrete.extend(values)
-    infos.append(info)
+    if swept is not None:
+      info.differs = name in swept
+    else:
+      info.differs = domain is None or len(values) > 1
+    infos[str(name)] = info
+  order = [n for n in (swept or ()) if n in infos] + [n for n in infos if n not in (swept or ())]
   metric_infos = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=str(tag))) for tag in metrics]
   experiment = api_pb2.Experiment(
-    hparam_infos=infos, metric_infos=metric_infos, time_created_secs=time.time()
+    hparam_infos=[infos[n] for n in order], metric_infos=metric_infos, time_created_secs=time.time()
   )
   data = plugin_data_pb2.HParamsPluginData(experiment=experiment)
-  writer = EventFileWriter(os.fspath(logdir))
-  try:
-    writer.add_event(
-      event_pb2.Event(
-        wall_time=time.time(), step=0, summary=_hparams_summary(hp_metadata.EXPERIMENT_TAG, data)
-      )
-    )
-  finally:
-    writer.close()
+  blob = data.SerializeToString()
+  fileio.atomic_write(os.path.join(logdir, EXPERIMENT_FILE), lambda f: f.write(blob))
+
+
+def _study_experiment(logdir: str) -> plugin_data_pb2.HParamsPluginData | None:
+  """The experiment of the study a run folder is in: the nearest hparams_experiment.pb above."""
+  here = os.path.abspath(logdir)
+  for _ in range(EXPERIMENT_DEPTH + 1):
+    path = os.path.join(here, EXPERIMENT_FILE)
+    if os.path.isfile(path):
+      with open(path, "rb") as f:
+        return plugin_data_pb2.HParamsPluginData.FromString(f.read())
+    here = os.path.dirname(here)
+  return None
 
 
 def _accumulator(logdir: str | os.PathLike) -> plugin_event_accumulator.EventAccumulator:
@@ -303,10 +340,20 @@ def read_hparams(logdir: str | os.PathLike) -> dict[str, HParamValue]:
 
 
 def read_experiment(logdir: str | os.PathLike) -> tuple[dict[str, int], list[str]]:
-  """Reads back a study's HParams experiment with tensorboard's reader: ({hparam: data type
-  (api_pb2.DataType)}, metric tags). Raises LookupError if ``logdir`` has none."""
+  """Reads back the HParams experiment in a run's events with tensorboard's reader: ({hparam:
+  data type (api_pb2.DataType)}, metric tags), hyperparameters in their order. Raises
+  LookupError if ``logdir`` has none."""
   content = _read_hparams_data(logdir).get(hp_metadata.EXPERIMENT_TAG)
   if content is None:
     raise LookupError(f"no HParams experiment in {os.fspath(logdir)}")
   exp = hp_metadata.parse_experiment_plugin_data(content)
   return {h.name: h.type for h in exp.hparam_infos}, [m.name.tag for m in exp.metric_infos]
+
+
+def swept_first(logdir: str | os.PathLike) -> list[str]:
+  """The hyperparameters a run's experiment flags ``differs`` (shown by default), in order."""
+  content = _read_hparams_data(logdir).get(hp_metadata.EXPERIMENT_TAG)
+  if content is None:
+    raise LookupError(f"no HParams experiment in {os.fspath(logdir)}")
+  exp = hp_metadata.parse_experiment_plugin_data(content)
+  return [h.name for h in exp.hparam_infos if h.differs]

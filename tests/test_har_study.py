@@ -229,7 +229,7 @@ def test_tensorboard_events_hold_curves_and_hparams(finished):
     assert set(rundir.CURVE_TAGS) <= set(scalars)
     # After the run: what it ended with, at its last epoch, as the HParams dashboard's metrics.
     final = rundir.final_scalars(result)
-    assert final["test/test/top1"] == result["tests"]["test"]["topk"][0]
+    assert final["accuracy/test"] == result["tests"]["test"]["topk"][0]
     for tag, value in final.items():
       assert scalars[tag] == [(result["epochs"], pytest.approx(value, rel=1e-6))], tag
     steps = [s for s, _ in scalars["loss/val"]]
@@ -259,12 +259,39 @@ def test_tensorboard_events_hold_curves_and_hparams(finished):
   shown = {g.name: {m.name.tag: m.value for m in g.metric_values} for g in groups.session_groups}
   assert set(shown) == {r["run"] for r in results}
   for r in results:
-    assert shown[r["run"]]["test/test/top1"] == pytest.approx(r["tests"]["test"]["topk"][0])
+    assert shown[r["run"]]["accuracy/test"] == pytest.approx(r["tests"]["test"]["topk"][0])
     assert "learning_rate" not in shown[r["run"]]
-  types, metrics = tensorboard.read_experiment(workdir / "runs")
-  assert metrics[:3] == ["accuracy/val_best", "epochs", "test/test/top1"]
+  # Each run carries the study's experiment (no event file at the root: no empty run "."), the
+  # grid's axes first and flagged to be shown (learning rate: one value in this grid).
+  assert not list((workdir / "runs").glob("events.out.tfevents.*"))
+  types, metrics = tensorboard.read_experiment(rdir)
+  assert tensorboard.swept_first(rdir) == ["batch_size", "hidden", "momentum"]
+  assert list(types)[:3] == ["batch_size", "hidden", "momentum"]
+  assert metrics[:4] == ["accuracy/val_best", "epochs", "accuracy/test", "loss/test"]
   assert "learning_rate" not in metrics and set(metrics) <= set(scalars)
   assert types["dropout/0"] == types["batch_size"] != types["hidden"]  # numbers; a string
+
+
+def test_the_studys_trials_hold_each_runs_hyperparameters_and_curve(finished):
+  """What optuna-dashboard reads: a trial per run, named by its ``run`` attribute, with the
+  run's hyperparameters as params (one set of distributions: the importance panel works) and its
+  per-epoch validation accuracy as intermediate values, reported by the worker processes."""
+  import optuna
+
+  from mlp import schedule, trialparams
+
+  cfg, workdir, results, _ = finished
+  st = schedule.open_study(cfg.name, workdir, log=lambda s: None)
+  trials = {t.user_attrs["run"]: t for t in st.get_trials() if t.state.name == "COMPLETE"}
+  assert set(trials) == {r["run"] for r in results}
+  space = trialparams.space(plan.study_plan(cfg).runs)
+  for run, r in zip(plan.study_plan(cfg).runs, results, strict=True):
+    t = trials[r["run"]]
+    assert t.params == trialparams.trial_params(run, space)[0]
+    assert t.distributions == space
+    assert list(t.intermediate_values) == list(range(1, r["epochs"] + 1))
+    assert list(t.intermediate_values.values()) == pytest.approx(r["history"]["val_acc"])
+  assert {"batch_size", "hidden", "momentum"} <= set(optuna.importance.get_param_importances(st))
 
 
 def test_figures_are_pngs(finished):

@@ -24,12 +24,13 @@ ROOT = str(Path(__file__).resolve().parents[1])
 METRICS = ["val/accuracy", "train/loss"]
 
 
-def write_study(root):
+def write_study(root, swept=None):
   """A two-run study: experiment config at root, one SummaryWriter per run."""
   tb.write_hparams_config(
     root,
     {"lr": [0.1, 0.01], "hidden": [(300, 100), (500,)], "batch_norm": [True, False], "seed": None},
     METRICS,
+    swept=swept,
   )
   for i, (lr, hidden) in enumerate([(0.1, (300, 100)), (0.01, (500,))]):
     with tb.SummaryWriter(root / f"run{i}") as writer:
@@ -123,16 +124,14 @@ def test_hparams_plugin_data(tmp_path):
   write_study(tmp_path)
   backend, _ = hparams_backend(tmp_path)
   content = backend.hparams_metadata(context.RequestContext(), "")
-  assert set(content) == {".", "run0", "run1"}
-  experiment = hp_metadata.parse_experiment_plugin_data(content["."][hp_metadata.EXPERIMENT_TAG])
+  assert set(content) == {"run0", "run1"}  # each run carries the experiment: no empty run "."
+  experiment = hp_metadata.parse_experiment_plugin_data(content["run0"][hp_metadata.EXPERIMENT_TAG])
   infos = {info.name: info for info in experiment.hparam_infos}
   assert set(infos) == {"lr", "hidden", "batch_norm", "seed"}
   assert infos["lr"].type == api_pb2.DATA_TYPE_FLOAT64
-  assert [v.number_value for v in infos["lr"].domain_discrete.values] == [0.01, 0.1]
   assert infos["hidden"].type == api_pb2.DATA_TYPE_STRING
-  assert [v.string_value for v in infos["hidden"].domain_discrete.values] == ["300-100", "500"]
   assert infos["batch_norm"].type == api_pb2.DATA_TYPE_BOOL
-  assert not infos["seed"].HasField("domain_discrete")
+  assert not any(i.HasField("domain_discrete") for i in infos.values())  # (never stale)
   assert [m.name.tag for m in experiment.metric_infos] == METRICS
 
   start = hp_metadata.parse_session_start_info_plugin_data(
@@ -248,13 +247,32 @@ def test_dropout_rates_are_numbers_and_the_experiment_reads_back(tmp_path):
     "dropout/1": [0.5],
     "bs": [10, 50],
   }
-  tb.write_hparams_config(tmp_path, tb.domains(runs), ["test/top1"])
-  types, metrics = tb.read_experiment(tmp_path)
-  assert metrics == ["test/top1"]
+  tb.write_hparams_config(tmp_path / "study", tb.domains(runs), ["accuracy/test"])
+  with tb.SummaryWriter(tmp_path / "study" / "run" / "seed0") as writer:
+    writer.hparams(runs[0])
+  types, metrics = tb.read_experiment(tmp_path / "study" / "run" / "seed0")
+  assert metrics == ["accuracy/test"]
   assert types["dropout/1"] == types["bs"] == api_pb2.DATA_TYPE_FLOAT64
   assert types["hidden"] == api_pb2.DATA_TYPE_STRING
-  with tb.SummaryWriter(tmp_path / "run") as writer:
+  assert tb.read_hparams(tmp_path / "study" / "run" / "seed0")["dropout/1"] == 0.5
+  with tb.SummaryWriter(tmp_path / "alone") as writer:  # outside any study: no experiment
     writer.hparams(runs[0])
-  assert tb.read_hparams(tmp_path / "run")["dropout/1"] == 0.5
   with pytest.raises(LookupError, match="no HParams experiment"):
-    tb.read_experiment(tmp_path / "run")
+    tb.read_experiment(tmp_path / "alone")
+
+
+def test_the_swept_hyperparameters_come_first_and_are_shown_by_default(tmp_path):
+  """What the dashboard gets from TensorBoard's own handler: the swept hyperparameters flagged
+  ``differs`` and first (it ticks the first five), the constants after; runs, no root run."""
+  write_study(tmp_path, swept=["lr", "hidden"])
+  backend, provider = hparams_backend(tmp_path)
+  request = api_pb2.GetExperimentRequest()
+  experiment = get_experiment.Handler(context.RequestContext(), backend, "", request).run()
+  infos = [(i.name, i.differs) for i in experiment.hparam_infos]
+  assert infos[:2] == [("hidden", True), ("lr", True)]  # (the plugin sorts by name within)
+  assert {n for n, d in infos[2:]} == {"batch_norm", "seed"} and not any(d for _, d in infos[2:])
+  runs = provider.list_runs(context.RequestContext(), experiment_id="")
+  assert sorted(r.run_name for r in runs) == ["run0", "run1"]
+  # Without ``swept``: what has several values (a None domain: picked by a search) differs.
+  write_study(tmp_path / "b")
+  assert tb.swept_first(tmp_path / "b" / "run0") == ["lr", "hidden", "batch_norm", "seed"]
