@@ -5,7 +5,7 @@
 
 The data set, its split options and the preprocessing statistics come from the saved model; the
 report (Markdown, CSV, PNG; see mlp.report.evaluation_report) goes to --out (default: the model's
-folder, eval/<split>/, where a study writes its own reports).
+folder, eval/<split>-evaluate/, beside the study's own eval/<split>/, which it never overwrites).
 """
 
 from pathlib import Path
@@ -25,10 +25,19 @@ _SPLIT = flags.DEFINE_string(
   + "; ".join(f"{k}: {', '.join(e.test_splits)}" for k, e in data_lib.DATASETS.items())
   + "); default: the study's test split.",
 )
-_OUT = flags.DEFINE_string("out", None, "Report folder (default: <model folder>/eval/<split>).")
+_OUT = flags.DEFINE_string(
+  "out",
+  None,
+  "Report folder (default: <model folder>/eval/<split>-evaluate, beside the study's eval/<split>).",
+)
 _DATA_DIR = cli.define_data_dir_flag()
 
 flags.adopt_module_key_flags(cli)  # --help lists --data_dir and --strict_data
+
+
+def default_out(folder: Path, split: str) -> Path:
+  """Where a model's report goes without --out: beside the study's own report of the split."""
+  return folder / "eval" / f"{split}-evaluate"
 
 
 @cli.friendly_errors
@@ -41,7 +50,7 @@ def main(argv: list[str]) -> None:
   split = _SPLIT.value or (lm.model.config.get("report") or {}).get("test_split") or "test"
   x, y = inference.split_data(lm, split, _DATA_DIR.value)
   probs = inference.probabilities(lm, x)
-  out = Path(_OUT.value) if _OUT.value else lm.path.parent / "eval" / split
+  out = Path(_OUT.value) if _OUT.value else default_out(lm.path.parent, split)
   title = f"{lm.model.meta.get('run', lm.path.name)} on {lm.dataset} {split}"
   paths = report.evaluation_report(out, y, probs, lm.class_names, title=title)
   acc = metrics.topk_accuracy(probs, y, [1])[0] if len(y) else float("nan")

@@ -91,8 +91,11 @@ class Progress:
 
   def eta(self) -> float | None:
     """Seconds left, from the cost trained so far in this process (finished runs and the
-    finished epochs of the runs in training) and the time it took; None before any progress."""
-    partial = sum(self._w(r) * e / max(of, 1) for r, (e, of, _) in self.current.items())
+    finished epochs of the runs in training) and the time it took; None before any progress.
+
+    A run's cost is its epochs and one more for what follows the last (evaluating the splits,
+    saving): a run whose epochs are all done still has that left, not 0:00."""
+    partial = sum(self._w(r) * e / (max(of, 1) + 1) for r, (e, of, _) in self.current.items())
     trained = self.done_w + partial
     if trained <= 0:
       return None

@@ -39,6 +39,9 @@ def summary_rows(study: StudyPlan, results: list[dict]) -> list[dict]:
       row[header] = None if value is None else fmt(value)
     epochs = [r["epochs"] for r in rs]
     row["Epoch"] = epochs[0] if len(epochs) == 1 else _mean_std([float(e) for e in epochs], 1)
+    trained = [r["train"]["topk"][0] for r in rs if r.get("train")]  # (report.eval_train)
+    if trained:
+      row["Train top-1"] = _mean_std(trained)
     ok = [r for r in rs if not r["diverged"] and split in r["tests"]]
     for j in range(k):
       row[f"Top-{j + 1}"] = _mean_std([r["tests"][split]["topk"][j] for r in ok]) if ok else None
@@ -74,13 +77,21 @@ def write_results(
   k = study.report.topk
   columns = [("run", "Run")]
   columns += [(header, header) for header, _ in study.report.columns]
-  columns += [("Epoch", "Epoch")] + [(f"Top-{j + 1}", f"Top-{j + 1}") for j in range(k)]
+  columns += [("Epoch", "Epoch")]
+  if any("Train top-1" in row for row in rows):  # an overfitting check: what it exists to show
+    columns += [("Train top-1", "Train top-1")]
+  columns += [(f"Top-{j + 1}", f"Top-{j + 1}") for j in range(k)]
   columns += [("Status", "Status"), ("seeds", "Seeds")]
   split = study.report.test_split
   kinds = dict.fromkeys(str(r.settings.train.early_stopping) for r in study.runs)
   notes = list(data.notes) + [
     f"Top-k accuracies on the {split!r} split; Epoch = epochs trained "
     f"(early stopping: {', '.join(kinds)})."
+    + (
+      " Train top-1: the training split evaluated after training."
+      if any("Train top-1" in row for row in rows)
+      else ""
+    )
   ]
   best = best_run(ensembles or results, exclude=study.extra_runs)
   if best is not None:

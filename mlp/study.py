@@ -217,9 +217,10 @@ def _report(study: StudyPlan, done: dict, data, workdir: Path, st, log: Log) -> 
   results.write_results(study, ordered, data, workdir, ensembles=ensembles)
   best = results.best_run(ordered)
   if best is not None:  # the study's answer in one line: chosen on validation, scored on test
+    trained = {"train": best["train"]} if best.get("train") else {}  # (report.eval_train)
     tests = "; ".join(
       f"{split} top-1..{len(ev['topk'])} " + " ".join(f"{a:.4f}" for a in ev["topk"])
-      for split, ev in best["tests"].items()
+      for split, ev in {**trained, **best["tests"]}.items()
     )
     log(
       f"best run by validation accuracy: {best['run']} (val top-1 {best['val']['topk'][0]:.4f})"

@@ -85,7 +85,8 @@ def train_group(
         refits.get(i),
       )
       result = rundir.save(plan, trained, data, ctx.workdir)
-      parts = [f"{k} top-1 {v['topk'][0]:.4f}" for k, v in result["tests"].items()]
+      evals = {**({"train": result["train"]} if result.get("train") else {}), **result["tests"]}
+      parts = [f"{k} top-1 {v['topk'][0]:.4f}" for k, v in evals.items()]
       parts.append(f"{result['seconds']:.1f}s")
       line = (
         f"{prefix} {plan.id} done: {result['epochs']} epochs ({result['stop_reason']}), "

@@ -53,6 +53,22 @@ def test_help_lists_the_entry_points_own_flags(name):
     assert "--config.train.learning_rate=" in short.stdout  # how to override a config field
 
 
+def test_an_unknown_config_field_is_said_in_one_clean_line():
+  """ml_collections' KeyError inside an AttributeError used to print as its repr, quotes and
+  newline escaped; the field as typed and the suggestion are what is said."""
+  r = run_entry("har_ablation", "--config=configs/har.py", "--config.train.max_epoch=3")
+  assert r.returncode == 2 and "Traceback" not in r.stderr
+  first = r.stderr.splitlines()[0]
+  assert first == (
+    "error: the config has no field train.max_epoch (from --config.train.max_epoch); "
+    'did you mean "max_epochs"?'
+  )
+  nested = run_entry("har_ablation", "--config=configs/har.py", "--config.model.widths=3")
+  assert nested.stderr.splitlines()[0] == (
+    "error: the config has no field model.widths (from --config.model.widths)"
+  )
+
+
 @pytest.mark.parametrize("entry", ["har_ablation", "search"])
 def test_a_bad_or_unreachable_storage_url_is_one_line_and_status_2(entry, tmp_path):
   for url in ("postgresql://mlp:secret@127.0.0.1:1/mlp", "nosuchdb://host/db"):

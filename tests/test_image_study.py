@@ -111,7 +111,14 @@ def test_overfit_reaches_full_train_accuracy(overfit):
   assert "train" not in result["tests"]
   for path in (rdir / "history.png", workdir / "figures" / "loss_curves_1.png"):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  assert (workdir / "results.md").exists()
+  # The training accuracy the check exists to show: in the table and the run's done line.
+  table = (workdir / "results.md").read_text().splitlines()
+  header = [c.strip() for c in next(line for line in table if "Run" in line).split("|")]
+  row = [c.strip() for c in next(line for line in table if line.startswith("| cifar")).split("|")]
+  assert row[header.index("Train top-1")] == "1.0000"
+  log = (rdir / rundir.TRAIN_LOG).read_text().splitlines()
+  done = next(line for line in log if " done: " in line)
+  assert "train top-1 1.0000, test top-1" in done
   meta = checkpoint.load(rdir / "model").meta
   assert meta["dataset"] == "cifar10" and meta["input_shape"] == [32, 32, 3]
 
@@ -146,6 +153,14 @@ def test_evaluate_command(overfit, cifar_dir, tmp_path):
   assert (out / "report.md").read_text().startswith("# ")
   for name in ("confusion.csv", "confusion_normalized.csv", "per_class.csv", "confusion.png"):
     assert (out / name).exists()
+  # Without --out: beside the study's own report of the split, which stays as the study wrote it.
+  study_report = (rdir / "eval" / "test" / "report.md").read_bytes()
+  r = run_module(
+    "experiments.evaluate", f"--model={rdir / 'model'}", "--split=test", f"--data_dir={cifar_dir}"
+  )
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert f"report: {rdir / 'eval' / 'test-evaluate' / 'report.md'}" in r.stdout
+  assert (rdir / "eval" / "test" / "report.md").read_bytes() == study_report
 
 
 def write_pngs(folder: Path, cifar_dir: Path) -> dict[str, int]:

@@ -22,8 +22,8 @@ def test_plain_lines_are_periodic_and_epoch_lines_only_when_verbose():
   p = progress.Progress(3, 1, log=lines.append, interactive=False, every_s=20, now=clock)
   for e in range(1, 6):
     clock.t = 5.0 * e
-    p.event(epoch("a/seed0", e, 0.5 + e / 100))  # 0.4 of 2 runs in 20 s: 80 s left
-  assert lines == ["progress: 1/3 runs done, 0:20 elapsed, ETA 1:20 · a/seed0 ep 4/10 val 0.540"]
+    p.event(epoch("a/seed0", e, 0.5 + e / 100))  # 4/11 of 2 runs in 20 s: 90 s left
+  assert lines == ["progress: 1/3 runs done, 0:20 elapsed, ETA 1:30 · a/seed0 ep 4/10 val 0.540"]
   p.event(progress.done_event("a/seed0", "a/seed0 done"))
   assert lines[-1] == "a/seed0 done"
   clock.t = 60.0
@@ -44,8 +44,26 @@ def test_eta_weighs_runs_by_their_estimated_cost():
   clock.t = 10.0
   p.event(progress.done_event("small", "small done"))
   assert p.eta() == 30.0  # a quarter of the cost in 10 s: three quarters left
-  p.event(epoch("big", 5, 0.9))  # half of the big run: 2.5 of 4 trained in 10 s
-  assert p.eta() == 10.0 * 1.5 / 2.5
+  p.event(epoch("big", 5, 0.9))  # 5 of the big run's 10 epochs + its evaluation (one more)
+  trained = 1.0 + 3.0 * 5 / 11
+  assert p.eta() == 10.0 * (4.0 - trained) / trained
+
+
+def test_a_one_run_study_after_its_last_epoch_still_has_its_evaluation_left():
+  """0/1 runs done with every epoch trained: the evaluation and saving are left (ETA 0:00 said
+  it was over); the run's done event ends it."""
+  clock, lines = Clock(), []
+  p = progress.Progress(1, log=lines.append, interactive=False, every_s=20, now=clock)
+  for e in range(1, 21):
+    clock.t = 5.0 * e
+    p.event(epoch("cnn/seed0", e, 0.6, of=20))
+  assert (
+    lines[-1] == "progress: 0/1 runs done, 1:40 elapsed, ETA 0:05 · cnn/seed0 ep 20/20 val 0.600"
+  )
+  clock.t = 110.0
+  p.event(progress.done_event("cnn/seed0", "cnn/seed0 done"))
+  p.close()
+  assert lines[-2:] == ["cnn/seed0 done", "progress: 1/1 runs done, 1:50 elapsed"]
 
 
 def test_worker_lines_are_events_or_messages():
