@@ -10,9 +10,12 @@ class_k, probability_k``), as TSV, CSV or one JSON array (--format). Images are 
 classified --batch_size at a time, so a folder of any size streams. Any image Pillow reads is
 converted to the model's input size and channels (--resize=stretch|crop); unreadable files are
 skipped with a warning. With --labels (CSV ``file,label`` lines, label = class name or index; see
-mlp.inference.read_labels) the evaluation report of the labelled images goes to --out (Markdown,
-CSV, PNG), or to stderr: never into the predictions. Errors (missing, corrupt or non-image model,
-unreadable labels, no readable image) print a message and exit with status 2.
+mlp.inference.read_labels) the evaluation report of the labelled images goes to the folder --out
+(Markdown, CSV, PNG; a report already there is replaced, each file atomically), or to stderr: never
+into the predictions. An --out that exists and is not a folder is refused before anything is
+predicted. Images of more than --max_pixels pixels are skipped before they are decoded. Errors
+(missing, corrupt or non-image model, unreadable labels, no readable image, an unusable --out)
+print a message and exit with status 2.
 """
 
 import csv
@@ -41,7 +44,17 @@ _BATCH_SIZE = flags.DEFINE_integer(
 )
 _LABELS = flags.DEFINE_string("labels", None, "CSV of 'file,label' lines: also report accuracy.")
 _OUT = flags.DEFINE_string(
-  "out", None, "Folder for the report of --labels (default: the report goes to stderr)."
+  "out",
+  None,
+  "Folder for the report of --labels, created if missing; a report already in it is replaced "
+  "(each file atomically). A path that exists and is not a folder is refused before predicting. "
+  "Default: the report goes to stderr.",
+)
+_MAX_PIXELS = flags.DEFINE_integer(
+  "max_pixels",
+  images.MAX_PIXELS,
+  "Skip (with a warning) images of more pixels than this, before decoding them.",
+  lower_bound=1,
 )
 _RESIZE = flags.DEFINE_enum(
   "resize", "stretch", list(images.RESIZE_MODES), "stretch: whole image; crop: centre crop."
@@ -87,6 +100,11 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from mlp import inference, report  # (jax: after the flags, so that --help is quick)
 
+  if _OUT.value and Path(_OUT.value).exists() and not Path(_OUT.value).is_dir():
+    raise ValueError(
+      f"--out {_OUT.value} is a file; --out names a folder for the report (created if missing): "
+      "choose another path"
+    )
   lm = inference.load_model(_MODEL.value)
   size, channels = inference.require_image_model(lm)
   labels = inference.read_labels(_LABELS.value, lm.class_names) if _LABELS.value else None
@@ -95,7 +113,12 @@ def main(argv: list[str]) -> None:
   )
   names, probs = [], []
   for x, batch in images.iter_folder(
-    _IMAGES.value, size=size, channels=channels, resize=_RESIZE.value, batch_size=_BATCH_SIZE.value
+    _IMAGES.value,
+    size=size,
+    channels=channels,
+    resize=_RESIZE.value,
+    batch_size=_BATCH_SIZE.value,
+    max_pixels=_MAX_PIXELS.value,
   ):
     p = inference.predict_images(lm, x)
     writer.write(batch, p)

@@ -32,7 +32,7 @@ def user_errors() -> tuple[type[Exception], ...]:
   load (a second, not several)."""
   from mlp.checkpoint import CheckpointError
   from mlp.data import DataError
-  from mlp.lock import WorkdirBusy
+  from mlp.lock import WorkdirBusy, WorkdirUnusable
   from mlp.search.storage import StorageError
   from mlp.study import StudyError
   from mlp.workers import WorkerError
@@ -42,6 +42,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     CheckpointError,
     WorkerError,
     WorkdirBusy,
+    WorkdirUnusable,
     StudyError,
     StorageError,
     ValueError,
@@ -144,13 +145,15 @@ def unknown_field_message(e: BaseException, argv: Sequence[str]) -> str:
 
 @contextlib.contextmanager
 def errors_said() -> Iterator[None]:
-  """Expected user errors (missing data, bad config values) inside as a message and exit 2, a
-  Ctrl-C as exit 130 (a context, not a wrapper: no frame between an entry point and the study)."""
+  """Expected user errors (missing data, bad config values, a path that cannot be used) inside
+  as a message and exit 2; Ctrl-C and SIGTERM (mlp.interrupts) as a line saying what was saved
+  and the command that resumes, and exit 130 and 143 (a context, not a wrapper: no frame between
+  an entry point and the study)."""
   # absl shows INFO logs; jax's "Unable to initialize backend 'tpu'" is one, and not news on a
   # CPU or GPU machine. Its warnings (e.g. a GPU without a CUDA jaxlib) still show.
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   compile_cache.enable()  # before jax loads: this process and its workers (mlp.compile_cache)
-  interrupts.keep_interrupts()
+  interrupts.install()
   if "strict_data" in flags.FLAGS and flags.FLAGS.strict_data:
     os.environ[common.STRICT_ENV] = "1"  # read by the loaders, here and in worker processes
   try:
@@ -161,21 +164,42 @@ def errors_said() -> Iterator[None]:
     print(f"\nerror ({kind}): {message}", file=sys.stderr)
     sys.exit(2)
   except OSError as e:
-    if e.errno != errno.ENOSPC:
+    if e.errno == errno.ENOSPC:
+      print(
+        f"\nerror: disk full{f' writing {e.filename}' if e.filename else ''}: free some space "
+        "and run the same command with the same --workdir again (finished runs are saved).",
+        file=sys.stderr,
+      )
+      sys.exit(2)
+    if not e.filename:  # not about a path the user gave: a bug, with its traceback
       raise
-    print(
-      f"\nerror: disk full{f' writing {e.filename}' if e.filename else ''}: free some space "
-      "and run the same command with the same --workdir again (finished runs are saved).",
-      file=sys.stderr,
-    )
+    print(f"\nerror ({type(e).__name__}): {path_error(e)}", file=sys.stderr)
     sys.exit(2)
-  except KeyboardInterrupt:
-    print(
-      "\ninterrupted: finished runs are saved; run the same command with the same --workdir "
-      "to resume (the interrupted run restarts).",
-      file=sys.stderr,
-    )
-    sys.exit(130)
+  except KeyboardInterrupt as e:
+    what = "preempted (SIGTERM)" if isinstance(e, interrupts.Preempted) else "interrupted"
+    saved = getattr(e, "saved", None) or "finished runs are saved"
+    workdir = getattr(e, "workdir", None)
+    print(f"\n{what}: {saved}; resume: {interrupts.resume_command(workdir)}", file=sys.stderr)
+    sys.exit(interrupts.exit_code(e))
+
+
+# What to do about an OSError on a path (the workdir, data, a model): by errno.
+PATH_ADVICE = {
+  errno.EACCES: "check its permissions, or choose another path (--workdir, --data_dir, ...)",
+  errno.EPERM: "check its permissions, or choose another path (--workdir, --data_dir, ...)",
+  errno.EROFS: "the file system is read-only: choose another path (--workdir, ...)",
+  errno.EEXIST: "a file is in the way of a folder: move it, or choose another path",
+  errno.ENOTDIR: "a file is in the way of a folder: move it, or choose another path",
+  errno.EISDIR: "a folder is where a file was expected: give the file's path",
+  errno.ENAMETOOLONG: "use a shorter path",
+}
+
+
+def path_error(e: OSError) -> str:
+  """An OSError on a path in one line: the path, what went wrong and what to do."""
+  where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+  advice = PATH_ADVICE.get(e.errno, "check the path")
+  return f"{where}: {e.strerror or e}; {advice}"
 
 
 def friendly_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:

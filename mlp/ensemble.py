@@ -7,13 +7,17 @@ With ``config.ensemble = m`` (> 1) a study's ``seeds`` split into consecutive gr
     p_ens(c | x) = (1/m) sum_i p_i(c | x),
 
 and it is evaluated with the same reports as a single run. It is saved as a folder
-``runs/NAME/ensemble<j>/`` holding ``ensemble.json`` (the member models, as paths relative to
-that folder), ``result.json`` and ``eval/<split>/``; ``mlp.inference.load_model`` loads the folder
-as one model, so ``experiments.evaluate`` and ``experiments.predict`` take it as they take a run.
+``runs/NAME/ensemble<j>/`` holding its member models (``members/seed<k>.{npz,json}``, hard links
+to the runs' models where the file system allows, else copies), ``ensemble.json`` (their paths,
+relative to the folder), ``result.json`` and ``eval/<split>/``. The folder is self-contained: a
+member path that leads out of it is refused when it loads. ``mlp.inference.load_model`` loads the
+folder as one model, so ``experiments.evaluate`` and ``experiments.predict`` take it as they take
+a run.
 """
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,12 +61,30 @@ def folder(workdir: str | Path, name: str, j: int) -> Path:
 
 
 def write_members(folder: str | Path, models: Sequence[str | Path]) -> Path:
-  """Write ``folder/ensemble.json`` naming the member models (saved model prefixes)."""
+  """Put the member models (saved model prefixes) into ``folder/members/`` and write
+  ``folder/ensemble.json`` naming them."""
   folder = Path(folder)
-  folder.mkdir(parents=True, exist_ok=True)
-  rel = [os.path.relpath(Path(m).absolute(), folder.absolute()) for m in models]
+  (folder / "members").mkdir(parents=True, exist_ok=True)
+  rel = []
+  for m in models:
+    m = Path(m)
+    name = f"members/{m.parent.name}"  # the run folder's name: seed<k>
+    for suffix in (".npz", ".json"):  # (the .json last: a model is complete once it exists)
+      _link(m.with_name(m.name + suffix), folder / (name + suffix))
+    rel.append(name)
   fileio.atomic_write_json(folder / FILE, {"format": "mlp-ensemble-1", "members": rel})
   return folder / FILE
+
+
+def _link(src: Path, dst: Path) -> None:
+  """``dst`` as a hard link to ``src`` (no copy of the bytes), else a copy; replaced if there."""
+  tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+  tmp.unlink(missing_ok=True)
+  try:
+    os.link(src, tmp)
+  except OSError:  # another file system, or no hard links here
+    shutil.copyfile(src, tmp)
+  os.replace(tmp, dst)
 
 
 def read_members(path: str | Path) -> list[Path]:
@@ -77,6 +99,15 @@ def read_members(path: str | Path) -> list[Path]:
   members = doc.get("members") if isinstance(doc, dict) else None
   if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
     raise CheckpointError(f"{path}: expected {{'members': [model paths]}}, a non-empty list")
+  inside = path.parent.resolve()
+  for m in members:
+    target = (path.parent / m).resolve()
+    if Path(m).is_absolute() or not target.is_relative_to(inside):
+      raise CheckpointError(
+        f"{path}: member {m!r} is outside the ensemble's folder {path.parent}; an ensemble's "
+        "members live in its folder (members/...): run the study again to rewrite it, or copy "
+        "the member models in"
+      )
   return [path.parent / m for m in members]
 
 

@@ -27,6 +27,31 @@ class WorkdirBusy(RuntimeError):
   """Another live process owns the workdir."""
 
 
+class WorkdirUnusable(RuntimeError):
+  """The workdir is a file, or cannot be created or written."""
+
+
+def check_workdir(workdir: str | Path) -> None:
+  """WorkdirUnusable, in one line with what to do, when ``workdir`` is a file or lies under one,
+  or when it (or the folder it would be created in) cannot be written; nothing is created."""
+  workdir = Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise WorkdirUnusable(
+      f"--workdir {workdir} is a file, not a folder: choose another --workdir, or move the file"
+    )
+  existing = next((p for p in (workdir, *workdir.absolute().parents) if p.exists()), None)
+  if existing is not None and not existing.is_dir():
+    raise WorkdirUnusable(
+      f"--workdir {workdir} cannot be created: {existing} is a file; choose another --workdir"
+    )
+  if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+    what = "is not writable" if existing == workdir else f"cannot be created in {existing}"
+    raise WorkdirUnusable(
+      f"--workdir {workdir} {what}: make it writable (chmod u+w "
+      f"{existing}) or choose another --workdir"
+    )
+
+
 def _read(fd: int) -> dict:
   os.lseek(fd, 0, os.SEEK_SET)
   try:

@@ -58,6 +58,8 @@ RENAMED = {
   "warmup": "warmup_epochs",
   "horizon": "max_epochs",  # the cosine schedule anneals over the epoch budget
 }
+# Settings that change how a run is executed, not what it computes: not part of its identity.
+NOT_IDENTITY = (("train", "checkpoint_minutes"),)
 # Train fields shown in HParams (with the fixed ones of :func:`hparams`) when not at their default.
 SHOWN_IF_SET = ("optimizer", "schedule", "warmup_epochs", "label_smoothing", "beta2")
 SHOWN_IF_SET += ("compute_dtype", "augment_flip", "augment_shift", "freeze")
@@ -116,6 +118,7 @@ class Plan:
   init_from: str  # a saved model every run of its group starts from ("" for none)
   refit: bool  # trained again on train + val for the epochs validation chose
   eval_train: bool  # an evaluation report of the training split too
+  checkpoint_minutes: float  # at most this often a checkpoint while it trains (mlp.resume)
 
   @property
   def name(self) -> str:
@@ -210,6 +213,11 @@ def study_plan(config: ml_collections.ConfigDict) -> StudyPlan:
     compare_with_best=str(r["compare_with_best"]),
     baselines=tuple(r["baselines"]),
   )
+  seeds = int(filled["seeds"])
+  if seeds < 1:
+    raise ValueError(
+      f"config field seeds must be >= 1 (seeds per run: seed .. seed + seeds - 1), got {seeds}"
+    )
   workers = int(filled["workers"])
   if workers < 0:
     raise ValueError(f"workers must be >= 0 (0 = one per CPU core), got {workers}")
@@ -348,9 +356,17 @@ def _plan(run: Run, input_shape: tuple[int, ...], num_classes: int) -> Plan:
       init_from=str(s.model.init_from),
       refit=bool(s.train.refit),
       eval_train=bool(s.report.eval_train),
+      checkpoint_minutes=_checkpoint_minutes(s.train),
     )
   except ValueError as e:
     raise ValueError(f"run {run.id}: {e}") from None
+
+
+def _checkpoint_minutes(t: Mapping) -> float:
+  minutes = float(t["checkpoint_minutes"])
+  if not minutes >= 0:
+    raise ValueError(f"train.checkpoint_minutes must be >= 0 (0: every epoch), got {minutes}")
+  return minutes
 
 
 def _architecture(s: Mapping, input_shape: Sequence[int]) -> str:
@@ -413,6 +429,54 @@ def _stopping(t: Mapping, num_classes: int) -> stopping.Chain:
   return stopping.chain(*rules, stopping.Pruned(), stopping.MaxEpochs(int(t["max_epochs"])))
 
 
+def step_memory(p: Plan, rows: int) -> int:
+  """A lower bound, in bytes, of what one training step of ``p`` holds: its batch (padded to
+  ``spec.batch_size`` rows when the training split has fewer) gathered and augmented, and every
+  layer's output kept for the backward pass, its gradient and a temporary, in float32."""
+  net, bs = p.spec.net, p.spec.batch_size
+  del rows  # a batch has batch_size rows whatever the split's size: the padding is real memory
+  per_row = 2 * net.num_inputs + 3 * sum(math.prod(s) for s in net.shapes()[1:])
+  return 4 * bs * per_row
+
+
+def human_bytes(n: float) -> str:
+  for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+    if n < 1000 or unit == "PB":
+      return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+    n /= 1000
+  raise AssertionError("unreachable")
+
+
+def check_memory(plans: Iterable[Plan], rows: int, available: int) -> None:
+  """ValueError naming the first run whose training step cannot fit in ``available`` bytes
+  (:func:`step_memory`): one line before training, instead of an out-of-memory error in it."""
+  for p in plans:
+    need = step_memory(p, rows)
+    if need > available:
+      bs = p.spec.batch_size
+      fits = f"; the {rows} training rows fit in one batch of {rows}" if bs > rows else ""
+      raise ValueError(
+        f"run {p.id}: batch size {bs} needs about {human_bytes(need)} of memory for one training "
+        f"step, more than the {human_bytes(available)} here: use a smaller batch size (config "
+        f"field train.batch_size){fits}"
+      )
+
+
+def batch_notes(plans: Iterable[Plan], rows: int) -> list[str]:
+  """A line per batch size larger than the ``rows`` training rows: such a run trains on one
+  batch per epoch, padded (the padding rows weigh 0 in the loss; batch norm sees repeats)."""
+  big: dict[int, list[str]] = {}
+  for p in plans:
+    if p.spec.batch_size > rows:
+      big.setdefault(p.spec.batch_size, []).append(p.id)
+  return [
+    f"batch size {bs} is larger than the {rows} training rows: each epoch is one batch, padded "
+    f"to {bs} rows ({len(ids)} run{'s' * (len(ids) != 1)}: {', '.join(ids[:3])}"
+    f"{', ...' if len(ids) > 3 else ''})"
+    for bs, ids in big.items()
+  ]
+
+
 def groups(plans: Iterable[Plan]) -> list[Group]:
   """Plans grouped by (static program, stopping rules, initial model), first-seen order."""
   out: dict[tuple, list[Plan]] = {}
@@ -452,6 +516,8 @@ def identity(settings: Mapping) -> dict:
   for key in STUDY_FIELDS:
     out.pop(key, None)
   out["report"].pop("baselines", None)
+  for section, field in NOT_IDENTITY:
+    out[section].pop(field, None)
   if out["model"]["layers"]:
     for section, field in defaults.MLP_FIELDS:
       out[section].pop(field, None)

@@ -3,11 +3,12 @@
 It holds config.json (the run's settings) and plan.json (what it trained with, mlp.plan), its
 TensorBoard events (curves and HParams), metrics.jsonl and train.log (a line per epoch),
 model.{npz,json}, history.png, eval/<split>/ reports and result.json, written last: a run folder
-without result.json is an interrupted run, removed when the run is trained again.
+without result.json is an interrupted run, emptied when the run is trained again but for its
+checkpoint (checkpoint.npz, mlp.resume), which the run continues from and which is deleted once
+result.json is written.
 """
 
 import json
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -15,7 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from mlp import checkpoint, figures, fileio, metrics, report, tensorboard, train
+from mlp import checkpoint, figures, fileio, metrics, report, resume, tensorboard, train
 from mlp import plan as plan_lib
 from mlp.data import Dataset
 from mlp.plan import Plan, Run
@@ -58,13 +59,14 @@ def saved_result(workdir: Path, run: Run) -> dict | None:
 
 
 class RunFiles:
-  """A run folder being trained: a fresh folder with the run's settings and plan, its TensorBoard
-  writer (HParams first) and its per-epoch files."""
+  """A run folder being trained: a fresh folder (but for the checkpoint of an interrupted
+  attempt) with the run's settings and plan, its TensorBoard writer (HParams first) and its
+  per-epoch files."""
 
   def __init__(self, plan: Plan, workdir: Path):
     self.dir = run_dir(workdir, plan)
-    shutil.rmtree(self.dir, ignore_errors=True)  # an interrupted attempt's files
-    self.dir.mkdir(parents=True)
+    resume.clear_folder(self.dir)  # an interrupted attempt's files, all but its checkpoint
+    self.dir.mkdir(parents=True, exist_ok=True)
     fileio.atomic_write_json(self.dir / "config.json", plan_lib.settings_json(plan.run))
     fileio.atomic_write_json(self.dir / "plan.json", plan.describe())
     self.writer = tensorboard.SummaryWriter(self.dir)
@@ -85,12 +87,13 @@ class RunFiles:
     self.metrics.close()
     self.log.close()
 
-  def finish(self, result: dict, line: str) -> None:
-    """The run's final scalars and done line; its TensorBoard session ends (failure: diverged)."""
+  def finish(self, result: dict, *lines: str) -> None:
+    """The run's final scalars and done line (and notes) in its log; its TensorBoard session
+    ends (failure: diverged)."""
     self.writer.scalars(final_scalars(result), step=result["epochs"])
     self.writer.close(status="failure" if result["diverged"] else "success")
     with open(self.dir / TRAIN_LOG, "a") as f:
-      f.write(line + "\n")
+      f.write("".join(line + "\n" for line in lines))
 
   def fail(self) -> None:
     self.writer.close(status="failure")

@@ -14,8 +14,12 @@ already has a COMPLETE trial or a lower-numbered WAITING or RUNNING one, and two
 are only ever both enqueued by a race, which this rule settles the same way for every worker; the
 race's WAITING trials left when every run is finished are dropped the same way (:func:`leftovers`).
 A worker that dies (kill -9, a lost machine) leaves a RUNNING trial that :func:`storage.fail_stale`
-marks FAIL (``stale``); workers then enqueue its run again. A run that failed with an error is not
-retried by the same command (the error would repeat): running the command again retries it.
+marks FAIL (``stale``); a preempted one (SIGTERM) marks its trials FAIL (``preempted``) itself.
+Workers then enqueue the run again, and whoever trains it continues from the checkpoint of the
+failed attempt (mlp.resume) when its folder (the trial's ``run_dir``) can be read from here: the
+same workdir, or a shared file system. A run that failed with an error, or was interrupted by
+Ctrl-C, is not retried by the same command (the error would repeat; the user stopped it): running
+the command again retries it.
 """
 
 import json
@@ -28,7 +32,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from mlp import fileio, plan, progress, rundir, trainer, trialparams
+from mlp import fileio, interrupts, plan, progress, resume, rundir, trainer, trialparams
 from mlp.data import Dataset
 from mlp.plan import Plan, Run
 from mlp.search import storage as storage_lib
@@ -209,7 +213,7 @@ def work(st: optuna.Study, plans: Sequence[Plan], ctx: trainer.Context) -> int:
       if retry:
         retried = [p.id for p in retry if grouped.get(p.id)]
         if retried:
-          ctx.log(f"retrying {', '.join(retried)} (its worker died)")
+          ctx.log(f"retrying {', '.join(retried)} (its worker died or was preempted)")
         enqueue(st, retry, plans)
         continue
       if not any(
@@ -242,14 +246,21 @@ def work(st: optuna.Study, plans: Sequence[Plan], ctx: trainer.Context) -> int:
         return False
 
       todo = [by_id[run_id] for run_id in pending.values()]
+      sources = {p.id: d for p in todo if (d := checkpoint_elsewhere(grouped.get(p.id, [])))}
       try:
         for group in plan.groups(todo):
           first = index[group.plans[0].id]  # the progress prefix: its place in the study's runs
           trainer.train_group(
-            group, ctx, done=first, total=len(plans), on_result=tell, prune=report
+            group,
+            ctx,
+            done=first,
+            total=len(plans),
+            on_result=tell,
+            prune=report,
+            sources=sources,
           )
       except BaseException as e:
-        reason = "interrupted" if isinstance(e, KeyboardInterrupt) else "error"
+        reason = interrupts.reason(e)  # preempted runs are retried by the other workers
         for tid in pending:
           storage_lib.fail(st, tid, reason)
           hb.remove(tid)
@@ -257,6 +268,16 @@ def work(st: optuna.Study, plans: Sequence[Plan], ctx: trainer.Context) -> int:
       trained += len(todo)
   finally:
     hb.close()
+
+
+def checkpoint_elsewhere(trials: list[FrozenTrial]) -> Path | None:
+  """The run folder of a run's latest failed attempt (a dead, preempted or interrupted worker,
+  here or on another machine) when it holds a checkpoint that can be read from here."""
+  for t in sorted(trials, key=lambda t: -t.number):
+    folder = t.user_attrs.get("run_dir")
+    if t.state == TrialState.FAIL and folder and resume.exists(folder):
+      return Path(folder)
+  return None
 
 
 def _claim(st, trials, index, group_of, vectorize: bool, hb) -> list[tuple[int, str]]:
@@ -294,11 +315,13 @@ def _told_when_saved(st, claimed, by_id: dict[str, Plan], hb, ctx: trainer.Conte
   pending = {}
   for tid, run_id in claimed:
     p = by_id[run_id]
-    storage.set_trial_user_attr(tid, "run_dir", str(rundir.run_dir(ctx.workdir, p)))
+    folder = rundir.run_dir(ctx.workdir, p).absolute()  # (where others may find its checkpoint)
+    storage.set_trial_user_attr(tid, "run_dir", str(folder))
     result = rundir.saved_result(ctx.workdir, p.run)
     if result is None:
       pending[tid] = run_id
       continue
+    resume.remove(folder)  # killed between saving the run and deleting its checkpoint
     _tell(st, tid, result, ctx.log)
     hb.remove(tid)
     if ctx.events is not None:

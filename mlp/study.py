@@ -36,6 +36,7 @@ from mlp import (
   plan,
   progress,
   results,
+  resume,
   rundir,
   schedule,
   tensorboard,
@@ -135,10 +136,13 @@ def run_study(
   """
   workdir = Path(workdir)
   study = plan.study_plan(config)
+  lock.check_workdir(workdir)
   data = data_lib.load(study.data, data_dir)  # before creating the workdir: no empty folders
   plans = plan.build(study.runs, data.input_shape, data.num_classes)
+  rows = len(data.y_train)
+  plan.check_memory(plans, rows, trainer.memory_bytes())
   workdir.mkdir(parents=True, exist_ok=True)
-  with lock.hold(workdir, log):  # one owner per workdir (a second launcher exits, mlp.lock)
+  with lock.hold(workdir, log), resume.noted(workdir):  # one owner per workdir (mlp.lock)
     st = schedule.open_study(study.name, workdir, storage, log)
     fileio.atomic_write_json(workdir / "config.json", defaults.fill(config))  # for the record
     finished, cost = _start(st, study, plans, data, workdir, log)
@@ -172,7 +176,7 @@ def run_study(
 def _start(st, study: StudyPlan, plans, data: Dataset, workdir: Path, log: Log) -> tuple:
   """Check the workdir and storage against the plans, enqueue the runs left to train (most
   expensive first); returns ({run id: result} of the finished runs, {run id: estimated cost})."""
-  for note in data.notes:
+  for note in [*data.notes, *plan.batch_notes(plans, len(data.y_train))]:
     log(note)
   every = [plan.hparams(r) for r in study.runs]
   grid = [h for r, h in zip(study.runs, every, strict=True) if r.name not in study.extra_runs]

@@ -10,18 +10,19 @@ A population is trained by ``jax.vmap`` of the single-run epoch; members stop ea
 through the same compiled program (P = 1) is as fast, so :func:`fit` chooses per backend.
 """
 
+import dataclasses
 import functools
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mlp import backprop, model, optim
+from mlp import backprop, interrupts, model, optim
 from mlp import stopping as stopping_lib
 from mlp.spec import Hyper, Population, Spec, make_hyper, stack  # noqa: F401 (also train.X)
 
@@ -234,10 +235,86 @@ class FitResult(NamedTuple):
   seconds: np.ndarray  # (P,) wall time
 
 
+class LoopState(NamedTuple):
+  """The fit loop of n members between two epochs (leading axis n): what a checkpoint holds
+  (mlp.resume) and what :func:`fit` resumes from. Training is a function of the seed and the
+  epoch number (the epoch is folded into each member's key), so this is all a resumed run needs
+  to end with the numbers of an uninterrupted one."""
+
+  epoch: int  # epochs the loop has done (a member stopped earlier keeps its own count in epochs)
+  params: model.Params
+  state: model.State  # batch-norm running statistics
+  opt_state: Any  # the update rule's state (optax; heavy ball: the params before the last step)
+  best: tuple | None  # (params, state) of each member's best epoch, under a patience rule
+  rules: tuple  # the stopping rules' states (mlp.stopping): per rule None or arrays over members
+  active: np.ndarray  # (n,) bool: still training
+  epochs: np.ndarray  # (n,) epochs trained
+  reason: list[str]  # per member: the rule that stopped it ("" while training)
+  history: list[dict[str, list[float]]]
+  seconds: np.ndarray  # (n,) training seconds so far (a stopped member's: until it stopped)
+
+
 # on_epoch(epoch, member ids, metrics) -> the ids of members to stop now (pruned), or None
 EpochCallback = Callable[[int, np.ndarray, dict[str, np.ndarray]], Sequence[int] | None]
+# on_state(member ids, the loop's state, now) after every epoch: the state is a function that
+# copies it to the host (called only when a checkpoint is written); ``now``: the loop ends here
+# (its members all stopped, or a stop was asked for: mlp.interrupts), so a checkpoint is due.
+StateCallback = Callable[[np.ndarray, Callable[[], LoopState], bool], None]
 Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_val, y_val
 DTYPE = jnp.float32  # params, data and hyperparameters (Spec.compute_dtype: what steps compute in)
+
+
+def map_rule_states(fn: Callable, *states: tuple) -> tuple:
+  """``fn`` applied leaf by leaf to stopping-rule states (tuples of None or dataclasses of
+  per-member arrays, mlp.stopping), e.g. to take one member or stack several."""
+  out = []
+  for parts in zip(*states, strict=True):
+    first = parts[0]
+    if first is None:
+      out.append(None)
+    else:
+      fields = {f.name: fn(*(getattr(p, f.name) for p in parts)) for f in dataclasses.fields(first)}
+      out.append(type(first)(**fields))
+  return tuple(out)
+
+
+def members_of(s: LoopState, ids: Sequence[int]) -> LoopState:
+  """The loop state of members ``ids`` of ``s`` (leading axis len(ids))."""
+  ids = np.asarray(ids, int)
+  take = lambda a: np.asarray(a)[ids]  # noqa: E731
+  return s._replace(
+    params=jax.tree.map(take, s.params),
+    state=jax.tree.map(take, s.state),
+    opt_state=jax.tree.map(take, s.opt_state),
+    best=None if s.best is None else jax.tree.map(take, s.best),
+    rules=map_rule_states(take, s.rules),
+    active=take(s.active),
+    epochs=take(s.epochs),
+    reason=[s.reason[i] for i in ids],
+    history=[s.history[i] for i in ids],
+    seconds=take(s.seconds),
+  )
+
+
+def concat_states(states: Sequence[LoopState]) -> LoopState:
+  """One loop state of the members of several at the same epoch, in order."""
+  if len({s.epoch for s in states}) != 1:
+    raise ValueError(f"loop states at different epochs: {sorted({s.epoch for s in states})}")
+  cat = lambda *xs: np.concatenate([np.asarray(x) for x in xs])  # noqa: E731
+  bests = [s.best for s in states]
+  return LoopState(
+    epoch=states[0].epoch,
+    params=jax.tree.map(cat, *(s.params for s in states)),
+    state=jax.tree.map(cat, *(s.state for s in states)),
+    opt_state=jax.tree.map(cat, *(s.opt_state for s in states)),
+    best=None if any(b is None for b in bests) else jax.tree.map(cat, *bests),
+    rules=map_rule_states(cat, *(s.rules for s in states)),
+    active=cat(*(s.active for s in states)),
+    epochs=cat(*(s.epochs for s in states)),
+    reason=[r for s in states for r in s.reason],
+    history=[h for s in states for h in s.history],
+    seconds=cat(*(s.seconds for s in states)),
+  )
 
 
 def fit(
@@ -246,6 +323,8 @@ def fit(
   *,
   on_epoch: EpochCallback | None = None,
   vectorize: bool | None = None,
+  resume: Sequence[LoopState | None] | None = None,
+  on_state: StateCallback | None = None,
 ) -> FitResult:
   """Train a population (leading axis P on its ``hyper`` and ``keys``) until its stopping rules
   stop every member, and return per-member results.
@@ -256,11 +335,20 @@ def fit(
   ``on_epoch(epoch, member_ids, metrics)`` is called after every epoch; the member ids it returns
   are the pruner's (mlp.stopping.Pruned). ``population.init(params, state)`` replaces the fresh
   initialisation (leading axis = members), e.g. mlp.transfer.initializer's.
+
+  ``resume[i]``: member i's :class:`LoopState` (leading axis 1) to continue from, or None to
+  start it afresh; members resumed at different epochs train as separate programs. ``on_state``
+  sees the loop's state after every epoch (mlp.resume writes checkpoints with it). A stop asked
+  for by Ctrl-C or SIGTERM (mlp.interrupts) is honoured at the end of an epoch, after
+  ``on_state``.
   """
   p = int(np.shape(population.keys)[0])
   if vectorize is None:
     vectorize = jax.default_backend() != "cpu"
   groups = [np.arange(p)] if vectorize else [np.array([i]) for i in range(p)]
+  if resume is not None:  # a group's members share the loop's epoch counter
+    at = lambda i: resume[i].epoch if resume[i] is not None else 0  # noqa: E731
+    groups = [g[[at(i) == e for i in g]] for g in groups for e in sorted({at(i) for i in g})]
   x_tr, y_tr, x_va, y_va = data
   arrays = (
     jnp.asarray(x_tr, DTYPE),
@@ -270,14 +358,17 @@ def fit(
   )
   results = []
   for ids in groups:  # (a loop, not a comprehension: one frame less between a study and a step)
-    results.append(_fit_group(population, ids, arrays, on_epoch))
-  return _concat(results)
+    start = None
+    if resume is not None and resume[ids[0]] is not None:
+      start = concat_states([resume[i] for i in ids])
+    results.append(_fit_group(population, ids, arrays, on_epoch, start, on_state))
+  return _concat(results, np.argsort(np.concatenate(groups)))
 
 
-def _concat(results: Sequence[FitResult]) -> FitResult:
-  """One FitResult of the members of several, in order."""
+def _concat(results: Sequence[FitResult], order: np.ndarray | None = None) -> FitResult:
+  """One FitResult of the members of several, in order (then reordered by ``order``)."""
   concat = lambda *xs: np.concatenate(xs)  # noqa: E731
-  return FitResult(
+  out = FitResult(
     params=jax.tree.map(concat, *(r.params for r in results)),
     state=jax.tree.map(concat, *(r.state for r in results)),
     history=[h for r in results for h in r.history],
@@ -285,32 +376,84 @@ def _concat(results: Sequence[FitResult]) -> FitResult:
     stop_reason=[s for r in results for s in r.stop_reason],
     seconds=np.concatenate([r.seconds for r in results]),
   )
+  if order is None or np.array_equal(order, np.arange(len(order))):
+    return out
+  take = lambda a: a[order]  # noqa: E731
+  return FitResult(
+    params=jax.tree.map(take, out.params),
+    state=jax.tree.map(take, out.state),
+    history=[out.history[i] for i in order],
+    epochs=out.epochs[order],
+    stop_reason=[out.stop_reason[i] for i in order],
+    seconds=out.seconds[order],
+  )
 
 
 def _fit_group(
-  population: Population, ids: np.ndarray, data: tuple, on_epoch: EpochCallback | None
+  population: Population,
+  ids: np.ndarray,
+  data: tuple,
+  on_epoch: EpochCallback | None,
+  start: LoopState | None = None,
+  on_state: StateCallback | None = None,
 ) -> FitResult:
-  """Train the members ``ids`` of ``population`` as one program until every one has stopped."""
+  """Train the members ``ids`` of ``population`` as one program until every one has stopped,
+  from ``start`` (their loop state) or afresh."""
   spec, rules = population.spec, population.stopping
   x_tr, y_tr, x_va, y_va = data
   n = len(ids)
   hyper = jax.tree.map(lambda h: jnp.asarray(np.asarray(h)[ids], DTYPE), population.hyper)
   keys = jnp.asarray(population.keys)[ids]
-  params, state = _init_population(spec.net, keys, DTYPE)
-  if population.init is not None:
-    params, state = jax.tree.map(lambda a: jnp.asarray(a, DTYPE), population.init(params, state))
-  opt_state = jax.vmap(functools.partial(optim.init_state, name=spec.optimizer))(params)
   keeps_best = rules.find(stopping_lib.Patience) is not None  # the best epoch's params are kept
-  best = (params, state)  # jnp.where in _select makes new buffers, so this alias is never mutated
-  rule_state = rules.init(n)
-  active = np.ones(n, bool)
-  epochs = np.zeros(n, int)
-  reason = [""] * n
-  history = [dict(train_loss=[], val_loss=[], train_acc=[], val_acc=[], lr=[]) for _ in ids]
-  start = time.perf_counter()
-  seconds = np.zeros(n)
+  if start is None:
+    params, state = _init_population(spec.net, keys, DTYPE)
+    if population.init is not None:
+      params, state = jax.tree.map(lambda a: jnp.asarray(a, DTYPE), population.init(params, state))
+    opt_state = jax.vmap(functools.partial(optim.init_state, name=spec.optimizer))(params)
+    best = (params, state)  # jnp.where in _select makes new buffers, so this alias is never mutated
+    start = LoopState(
+      epoch=0,
+      params=None,
+      state=None,
+      opt_state=None,
+      best=None,
+      rules=rules.init(n),
+      active=np.ones(n, bool),
+      epochs=np.zeros(n, int),
+      reason=[""] * n,
+      history=[dict(train_loss=[], val_loss=[], train_acc=[], val_acc=[], lr=[]) for _ in ids],
+      seconds=np.zeros(n),
+    )
+  else:  # the same values the interrupted loop held, so the same numbers follow
+    device = lambda t: jax.tree.map(jnp.asarray, t)  # noqa: E731
+    params, state, opt_state = device((start.params, start.state, start.opt_state))
+    best = device(start.best) if keeps_best else None
+  rule_state = start.rules
+  active = np.array(start.active, bool)
+  epochs = np.array(start.epochs, int)
+  reason = list(start.reason)
+  history = [{k: list(v) for k, v in h.items()} for h in start.history]
+  before = np.array(start.seconds, float)  # training time of earlier attempts
+  seconds = before.copy()
+  clock = time.perf_counter()
   steps = math.ceil(len(y_tr) / spec.batch_size)  # per epoch (the learning rate logged: step 0's)
-  epoch = 0
+  epoch = start.epoch
+
+  def snapshot() -> LoopState:  # host copies: the loop goes on with its device arrays
+    host = lambda t: jax.tree.map(np.asarray, t)  # noqa: E731
+    now = np.where(active, before + time.perf_counter() - clock, seconds)
+    return LoopState(
+      epoch,
+      *host((params, state, opt_state)),
+      host(best) if keeps_best else None,
+      rule_state,
+      active.copy(),
+      epochs.copy(),
+      list(reason),
+      [{k: list(v) for k, v in h.items()} for h in history],
+      now,
+    )
+
   while active.any():
     params, state, opt_state, running = population_epoch(
       spec,
@@ -346,7 +489,12 @@ def _fit_group(
     for i in act:
       if stops[i]:
         reason[i], active[i] = stops[i], False
-        seconds[i] = time.perf_counter() - start
+        seconds[i] = before[i] + time.perf_counter() - clock
+    stop = interrupts.requested()  # a Ctrl-C or SIGTERM during the epoch: stop here
+    if on_state is not None:
+      on_state(ids, snapshot, stop is not None or not active.any())
+    if stop is not None:
+      interrupts.stop_now()
   final = best if keeps_best else (params, state)
   return FitResult(
     params=jax.tree.map(np.asarray, final[0]),

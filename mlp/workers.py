@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from mlp import compile_cache
+from mlp import compile_cache, interrupts
 from mlp.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +107,8 @@ def run(
 
   The study's runs must already be enqueued. Each line a worker prints (a message, or a progress
   event: mlp.progress) goes to ``feed`` (default ``log``). Raises WorkerError when a worker
-  fails; on KeyboardInterrupt the workers are interrupted too and waited for.
+  fails; on KeyboardInterrupt the workers are interrupted too and waited for, and on SIGTERM
+  (mlp.interrupts.Preempted) they get SIGTERM at once: each writes its checkpoint and exits.
   """
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
   log(f"training in {n} worker processes (one XLA thread each; config workers)")
@@ -130,15 +131,19 @@ def run(
     codes = [p.wait() for p in procs]
     for t in readers:
       t.join()  # every line a worker printed is shown before the study goes on
-  except BaseException:
+  except BaseException as e:
     # Ctrl-C in a terminal reaches the workers too (same process group); give them a moment to
-    # stop on their own, then interrupt the ones that did not get it, then kill.
+    # stop on their own, then interrupt the ones that did not get it, then kill. A scheduler's
+    # SIGTERM may reach this process alone: pass it on at once (a second one does no harm).
+    steps = ((None, 5), (signal.SIGINT, 30), (signal.SIGKILL, None))
+    if isinstance(e, interrupts.Preempted):
+      steps = ((signal.SIGTERM, 60), (signal.SIGKILL, None))
     for p in procs:
-      for sig in (None, signal.SIGINT, signal.SIGKILL):
-        if sig is not None:
+      for sig, timeout in steps:
+        if sig is not None and p.poll() is None:
           p.send_signal(sig)
         try:
-          p.wait(timeout=5 if sig is None else 30)
+          p.wait(timeout=timeout)
           break
         except subprocess.TimeoutExpired:
           continue
@@ -170,6 +175,8 @@ def _relay(stream, feed: Callable[[str], None]) -> None:
 
 
 def _exit_text(i: int, code: int) -> str:
+  if code in (-signal.SIGTERM, interrupts.EXIT_CODES[signal.SIGTERM]):
+    return f"worker {i} was stopped by SIGTERM (its run's checkpoint is saved)"
   if code < 0:  # killed by a signal: it printed nothing
     try:
       name = signal.Signals(-code).name
@@ -210,9 +217,7 @@ def worker_main(argv: list[str] | None = None) -> None:
   args = p.parse_args(argv)
   compile_cache.enable()  # (inherited from the study; also for a worker started by hand)
   limit_xla_threads(args.index)
-  from mlp.interrupts import keep_interrupts
-
-  keep_interrupts()  # Ctrl-C reaches the workers too
+  interrupts.install()  # Ctrl-C and SIGTERM: the run's checkpoint, then exit (mlp.interrupts)
 
   from mlp import data as data_lib
   from mlp import progress, schedule, trainer
@@ -230,6 +235,9 @@ def worker_main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
   try:
     worker_main()
-  except KeyboardInterrupt:  # the parent study reports the interruption
+  except KeyboardInterrupt as e:  # the parent study reports the interruption
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the exit
-    sys.exit(130)
+    sys.exit(interrupts.exit_code(e))
+  except ValueError as e:  # a user's error found in training (out of memory, ...): one line
+    print(f"error ({type(e).__name__}): {e}", file=sys.stderr)
+    sys.exit(2)

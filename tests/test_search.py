@@ -1,5 +1,6 @@
 """Hyperparameter search: worker processes sharing one Optuna study, budget, crash recovery."""
 
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,8 @@ from optuna.trial import TrialState
 
 from configs import fer2013_search
 from mlp import data as data_lib
-from mlp import figures, report, search
+from mlp import figures, plan, report, resume, search, train
+from mlp.checkpoint import CheckpointError
 from mlp.search import storage as storage_lib
 from tests.data_fixtures import write_fake_fer
 
@@ -128,27 +130,55 @@ def test_two_workers_on_two_workdirs_share_a_postgres_study(fer_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_worker_fails_its_trial_and_the_study_resumes(fer_dir, tmp_path):
-  # Long trials (no early stopping) so that the kill lands mid-trial.
-  slow = ("--config.train.max_epochs=100000", "--config.train.early_stopping=none")
-  victim = start_worker(tmp_path, fer_dir, "--nooutputs", "--config.search.ask_batch=1", *slow)
+def test_a_killed_workers_trial_is_continued_from_its_checkpoint(fer_dir, tmp_path):
+  # Trials of a few hundred epochs (no early stopping) with a checkpoint after each epoch.
+  flags = (
+    "--nooutputs",
+    "--config.search.ask_batch=1",
+    "--config.train.max_epochs=300",
+    "--config.train.early_stopping=none",
+    "--config.train.checkpoint_minutes=0",
+  )
+  victim = start_worker(tmp_path, fer_dir, *flags)
   deadline = time.monotonic() + 300
-  while not list(tmp_path.glob("runs/*/seed0/metrics.jsonl")):
+  while max(checkpoint_epochs(tmp_path), default=0) < 3:
     assert victim.poll() is None and time.monotonic() < deadline
-    time.sleep(0.2)
-  while not list(tmp_path.glob("runs/*/seed0/metrics.jsonl"))[0].read_text().count("\n") >= 2:
-    time.sleep(0.1)
+    time.sleep(0.01)
   victim.send_signal(signal.SIGKILL)
   victim.wait()
+  (at,) = checkpoint_epochs(tmp_path)
   st = load(None, "s", tmp_path)
-  running = [t for t in st.get_trials() if t.state == TrialState.RUNNING]
-  assert len(running) == 1
-  wait_all([start_worker(tmp_path, fer_dir, "--nooutputs", "--config.search.budget=3")])
+  (running,) = [t for t in st.get_trials() if t.state == TrialState.RUNNING]
+  wait_all([start_worker(tmp_path, fer_dir, *flags, "--config.search.budget=3")])
   st = load(None, "s", tmp_path)
-  killed = st.trials[running[0].number]
+  killed = st.trials[running.number]
   assert killed.state == TrialState.FAIL and killed.user_attrs["fail_reason"] == "stale"
-  assert not Path(killed.user_attrs["run_dir"]).exists()  # its half-written folder is removed
+  (again,) = [t for t in st.trials if t.user_attrs.get("continues") == killed.number]
+  assert again.state == TrialState.COMPLETE and again.params == killed.params
+  # It trained on from the checkpoint and ends as the trial would have without the kill.
+  log = (Path(again.user_attrs["run_dir"]) / "train.log").read_text()
+  assert log.count("(from its checkpoint)") == at
+  result = json.loads((Path(again.user_attrs["run_dir"]) / "result.json").read_text())
+  cfg = quick(budget=3, ask_batch=1)
+  cfg.train.max_epochs, cfg.train.early_stopping = 300, "none"
+  (run,) = plan.study_plan(search.apply(cfg, killed.params)).runs
+  data = data_lib.load(cfg.data, str(fer_dir))
+  (group,) = plan.groups(plan.build([run], data.input_shape, data.num_classes))
+  fresh = train.fit(group.population(), (data.x_train, data.y_train, data.x_val, data.y_val))
+  assert result["history"] == fresh.history[0]
+  assert again.intermediate_values == dict(enumerate(fresh.history[0]["val_acc"], start=1))
+  assert not Path(killed.user_attrs["run_dir"]).exists()  # its folder is gone, checkpoint used
   check_budget(st, 3, [tmp_path])
+
+
+def checkpoint_epochs(workdir) -> list[int]:
+  out = []
+  for path in Path(workdir).glob(f"runs/*/seed0/{resume.FILE}"):
+    try:
+      out.append(resume.read_header(path.parent)["epoch"])
+    except CheckpointError:  # being replaced
+      continue
+  return out
 
 
 def quick(**search_overrides):

@@ -1,4 +1,5 @@
-"""Two processes with two workdirs share one ablation study (mlp.schedule): journal, PostgreSQL."""
+"""Two processes with two workdirs share one ablation study (mlp.schedule): journal, PostgreSQL;
+one killed (kill -9) or preempted (SIGTERM) mid-run."""
 
 import csv
 import os
@@ -14,9 +15,10 @@ import pytest
 from optuna.trial import TrialState
 
 from configs import har as har_config
-from mlp import plan, trainer
+from mlp import plan, resume, trainer
 from mlp import schedule as engine
 from mlp import study as study_lib
+from mlp.checkpoint import CheckpointError
 from mlp.search import storage as storage_lib
 from tests.data_fixtures import write_fake_har
 
@@ -39,8 +41,8 @@ def har_dir(tmp_path_factory):
   return root
 
 
-def start(workdir, har_dir, storage, study, *extra):
-  cmd = [sys.executable, "-m", "experiments.har_ablation", *FLAGS, f"--workdir={workdir}"]
+def start(workdir, har_dir, storage, study, *extra, flags=FLAGS):
+  cmd = [sys.executable, "-m", "experiments.har_ablation", *flags, f"--workdir={workdir}"]
   cmd += [f"--data_dir={har_dir}", f"--storage={storage}", f"--study={study}", *extra]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   return subprocess.Popen(
@@ -145,3 +147,67 @@ def test_a_worker_drops_the_racing_enqueues_left_when_every_run_is_done(tmp_path
   trials = st.get_trials()
   assert not [t for t in trials if t.state in storage_lib.ACTIVE]
   assert sum(t.user_attrs.get("fail_reason") == "duplicate" for t in trials) == 4
+
+
+@pytest.mark.slow
+def test_a_preempted_process_hands_its_run_over_with_its_checkpoint(har_dir, tmp_path):
+  """SIGTERM (a scheduler's preemption) stops A at the end of an epoch with a checkpoint, its
+  trial ends 'preempted', and B trains the run on from A's checkpoint to the same numbers."""
+  longer = (
+    *[f for f in FLAGS if not f.startswith("--config.train.max_epochs")],
+    "--config.train.max_epochs=150",
+    "--config.train.checkpoint_minutes=0",
+  )
+  storage, study = str(tmp_path / "shared.journal"), "har-preempted"
+  a, b = tmp_path / "a", tmp_path / "b"
+  pa = start(a, har_dir, storage, study, flags=longer)
+  pb = start(b, har_dir, storage, study, flags=longer)
+  deadline = time.monotonic() + 300
+  while not any(_epochs(a)) or max(_epochs(a)) < 3:
+    assert pa.poll() is None and time.monotonic() < deadline, pa.communicate()[0][-3000:]
+    time.sleep(0.01)
+  pa.send_signal(signal.SIGTERM)
+  out_a, _ = pa.communicate(timeout=120)
+  assert pa.returncode == 143, out_a[-3000:]
+  assert "preempted (SIGTERM): " in out_a and "Traceback" not in out_a
+  (folder,) = [p.parent for p in a.glob("runs/*/*/checkpoint.npz")]
+  at = resume.read_header(folder)["epoch"]
+  out_b, _ = pb.communicate(timeout=600)
+  assert pb.returncode == 0, out_b[-3000:]
+  st = optuna.load_study(study_name=study, storage=open_storage(storage, tmp_path))
+  preempted = [t for t in st.get_trials() if t.user_attrs.get("fail_reason") == "preempted"]
+  (run_id,) = {t.user_attrs["run"] for t in preempted}
+  assert f"{run_id} resumes at epoch {at + 1} from its checkpoint ({folder.absolute()})" in out_b
+  assert not folder.exists()  # A's attempt, continued and saved by B
+  cfg = har_config.get_config("quick")
+  cfg.workers, cfg.grid.train.momentum = 1, (0.0,)
+  cfg.train.max_epochs, cfg.train.early_stopping = 150, "none"
+  (run,) = [r for r in plan.study_plan(cfg).runs if r.id == run_id]
+  reference = study_lib.run_study(
+    _only(cfg, run), tmp_path / "reference", data_dir=str(har_dir), log=lambda s: None
+  )
+  (saved,) = [r for r in engine.results(st.get_trials(), [run]).values()]
+  assert saved["history"] == reference[0]["history"] and saved["tests"] == reference[0]["tests"]
+
+
+def _epochs(workdir: Path) -> list[int]:
+  out = []
+  for path in workdir.glob("runs/*/*/checkpoint.npz"):
+    try:
+      out.append(resume.read_header(path.parent)["epoch"])
+    except CheckpointError:  # being replaced
+      continue
+  return out
+
+
+def _only(cfg, run):
+  """``cfg`` cut to the one run ``run`` (its grid values set, no grid, no extra runs)."""
+  cfg = cfg.copy_and_resolve_references()
+  cfg.train.batch_size = run.settings.train.batch_size
+  cfg.model.hidden = run.settings.model.hidden
+  cfg.train.learning_rate = run.settings.train.learning_rate
+  cfg.train.momentum = run.settings.train.momentum
+  cfg.train.dropout = run.settings.train.dropout
+  cfg.grid, cfg.extra_runs = {}, {}
+  cfg.report.compare_with_best, cfg.report.figure_groups = "", ()
+  return cfg

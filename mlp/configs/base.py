@@ -66,6 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.diverge = 100.0  # diverged: a loss above this x log(classes), or not finite
   c.train.refit = False  # train again on train + val for the epochs chosen (train.refit)
   c.train.freeze = ""  # layers that never change: "", "all_but_last" or indices "0-3,5"
+  # A run in training writes its checkpoint (mlp/resume.py) after an epoch once this many minutes
+  # have passed since the last (0: every epoch); a rerun continues it from there.
+  c.train.checkpoint_minutes = 2.0
 
   c.grid = ml_collections.ConfigDict()  # fields swept: every combination is a run
   c.extra_runs = ml_collections.ConfigDict()  # named runs: overrides of the config

@@ -13,6 +13,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mlp.data.common import DataError
 
 RESIZE_MODES = ("stretch", "crop")
+# Pixels per image decoded at most (8000 x 8000): an image's size is read from its header before
+# it is decoded, so a huge one is skipped instead of taking gigabytes (a 12000 x 12000 PNG took
+# 1.9 GB); experiments.predict's --max_pixels.
+MAX_PIXELS = 64_000_000
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -59,15 +63,18 @@ def load_folder(
   size: tuple[int, int],
   channels: int,
   resize: str = "stretch",
+  max_pixels: int = MAX_PIXELS,
 ) -> tuple[np.ndarray, list[str]]:
   """Images in ``folder`` (sorted by name; not recursive) -> (uint8 (n, H, W, C), file names).
 
   Any size and mode Pillow reads is converted to ``size`` = (H, W) and ``channels`` (1 grey,
   3 RGB); ``resize`` is "stretch" (whole image, aspect ignored) or "crop" (centre crop to the
-  aspect, then resize). Files Pillow cannot read are skipped with a warning. ``folder`` may also
-  be a single image file.
+  aspect, then resize). Files Pillow cannot read, and images of more than ``max_pixels`` pixels,
+  are skipped with a warning. ``folder`` may also be a single image file.
   """
-  batches = list(iter_folder(folder, size=size, channels=channels, resize=resize))
+  batches = list(
+    iter_folder(folder, size=size, channels=channels, resize=resize, max_pixels=max_pixels)
+  )
   return np.concatenate([x for x, _ in batches]), [n for _, names in batches for n in names]
 
 
@@ -78,9 +85,11 @@ def iter_folder(
   channels: int,
   resize: str = "stretch",
   batch_size: int = 1 << 30,
+  max_pixels: int = MAX_PIXELS,
 ) -> Iterator[tuple[np.ndarray, list[str]]]:
   """:func:`load_folder` in batches of up to ``batch_size`` readable images, read as they are
-  needed: a folder of any size streams in bounded memory."""
+  needed: a folder of any size streams in bounded memory. An image of more than ``max_pixels``
+  pixels is skipped with a warning before it is decoded."""
   if channels not in (1, 3):
     raise ValueError(f"channels must be 1 or 3, got {channels}")
   if resize not in RESIZE_MODES:
@@ -95,10 +104,23 @@ def iter_folder(
   arrays, names, seen = [], [], 0
   for p in paths:
     try:
-      with Image.open(p) as img:
+      with warnings.catch_warnings():  # Pillow's own bomb warning: the cap below says it better
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(p)  # (reads the header: the size is known before decoding)
+      with img:
+        if img.width * img.height > max_pixels:
+          warnings.warn(
+            f"skipping {p}: {img.width}x{img.height} is {img.width * img.height:,} pixels, more "
+            f"than the {max_pixels:,} allowed (--max_pixels)",
+            stacklevel=2,
+          )
+          continue
         img.load()
         arrays.append(convert(img, size, channels, resize))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+      warnings.warn(f"skipping {p}: {e}", stacklevel=2)  # (over Pillow's own limit)
+      continue
+    except (UnidentifiedImageError, OSError, ValueError) as e:
       warnings.warn(f"skipping {p}: not a readable image ({e})", stacklevel=2)
       continue
     names.append(p.name)

@@ -6,8 +6,9 @@ exactly, however many workers race. Trials are ranked by number; a trial is kept
 owner checks right after asking. Lower numbers exist before a trial does, so every owner sees them;
 a surplus trial is failed at once (``fail_reason=surplus``), never trained.
 
-Duplicates (sequential search): a trial of a (stage, point) that already has a COMPLETE trial, or a
-lower-numbered WAITING or RUNNING one, is dropped (``fail_reason=duplicate``).
+Duplicates: a trial of a sequential search's (stage, point), or one that continues a failed
+trial from its checkpoint (``continues``), that already has a COMPLETE trial, or a lower-numbered
+WAITING or RUNNING one, is dropped (``fail_reason=duplicate``).
 """
 
 from optuna.trial import FrozenTrial, TrialState
@@ -15,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mlp.search.storage import ACTIVE
 
 NOT_COUNTED = ("surplus", "duplicate")  # fail reasons of trials that never were attempts
+CONTINUED = ("stale", "preempted", "interrupted")  # failed trials a new one continues, if it can
 
 
 def counted(t: FrozenTrial, count_failed: bool) -> bool:
@@ -39,17 +41,26 @@ def is_surplus(number: int, trials: list[FrozenTrial], budget: int, count_failed
   return ahead >= budget
 
 
+def _slot(t: FrozenTrial) -> tuple | None:
+  """What a trial is one attempt at: a failed trial it continues, or a sequential (stage, point)."""
+  if t.user_attrs.get("continues") is not None:
+    return ("continues", t.user_attrs["continues"])
+  if t.user_attrs.get("stage") is not None:
+    return ("stage", t.user_attrs["stage"], t.user_attrs.get("point"))
+  return None
+
+
 def duplicate_of(number: int, trials: list[FrozenTrial]) -> FrozenTrial | None:
-  """The trial that trial ``number``'s sequential (stage, point) already belongs to, if any."""
+  """The trial that trial ``number``'s slot (a continued trial, or a sequential search's stage
+  and point) already belongs to, if any."""
   me = next(t for t in trials if t.number == number)
-  stage, point = me.user_attrs.get("stage"), me.user_attrs.get("point")
-  if stage is None:
+  slot = _slot(me)
+  if slot is None:
     return None
   for t in trials:
     if (
       t.number != number
-      and t.user_attrs.get("stage") == stage
-      and t.user_attrs.get("point") == point
+      and _slot(t) == slot
       and (t.state == TrialState.COMPLETE or (t.state in ACTIVE and t.number < number))
     ):
       return t

@@ -1,7 +1,9 @@
 """Optuna storage shared by studies and searches: opening it, heartbeats, dead workers.
 
 Storage: a journal file (default ``<workdir>/study.journal``; no server, a shared file system
-also works) or any SQLAlchemy URL (``postgresql://...``) for many machines.
+also works) or any SQLAlchemy URL (``postgresql://...``) for many machines. A PostgreSQL server
+that does not answer is given up after ``CONNECT_TIMEOUT_S`` seconds, or the URL's own
+``?connect_timeout=N``.
 
 Dead workers: every in-flight trial has a heartbeat (Optuna's native one on RDB storage, a
 ``heartbeat`` user attribute on the journal). A RUNNING trial whose heartbeat is older than the
@@ -14,7 +16,6 @@ trial's id) is reached only through :func:`storage_of`, :func:`study_id` and :fu
 
 import os
 import random
-import shutil
 import socket
 import threading
 import time
@@ -32,6 +33,7 @@ Log = Callable[[str], None]
 JOURNAL_NAME = "study.journal"
 METRIC = "val_accuracy"  # the objective of studies and searches
 ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
+CONNECT_TIMEOUT_S = 10  # a PostgreSQL server that accepts and never answers: given up after this
 
 
 class Storage(NamedTuple):
@@ -99,13 +101,17 @@ def _open_rdb(url: str, interval: int, grace: int, log: Log) -> optuna.storages.
 
   # Workers that start together on a fresh database race to create Optuna's tables and enum
   # types; the loser gets a unique-key violation. The tables exist by then: just try again.
+  engine_kwargs: dict = {"pool_pre_ping": True}
+  timeout, given = connect_timeout(url)
+  if timeout is not None and not given:
+    engine_kwargs["connect_args"] = {"connect_timeout": timeout}
   for attempt in range(6):
     try:
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
           url,
-          engine_kwargs={"pool_pre_ping": True},
+          engine_kwargs=engine_kwargs,
           heartbeat_interval=interval,
           grace_period=grace,
           heartbeat_stale_trial_callback=stale,
@@ -117,12 +123,44 @@ def _open_rdb(url: str, interval: int, grace: int, log: Log) -> optuna.storages.
       time.sleep(0.5 * (attempt + 1) + random.random())
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, ImportError) as e:
       first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+      if "timeout" in first.lower() and timeout is not None:
+        raise StorageError(
+          f"the database server {_server(url)} did not answer within {timeout:g} s "
+          f"({_hide_password(url)}): check that the server is up and reachable, or give it "
+          "longer with ?connect_timeout=SECONDS in the URL"
+        ) from None
       raise StorageError(
         f"cannot open the storage {_hide_password(url)}: {first}; check the URL "
         "(postgresql://user:password@host:port/database) and that the server is reachable, or "
         "leave --storage out to use a journal file in the workdir"
       ) from None
   raise AssertionError("unreachable")
+
+
+def connect_timeout(url: str) -> tuple[float | None, bool]:
+  """(seconds, whether the URL gives them): a PostgreSQL URL's own ``?connect_timeout=N``
+  (libpq's), else ``CONNECT_TIMEOUT_S``; (None, False) for other databases."""
+  import sqlalchemy.engine
+
+  try:
+    parsed = sqlalchemy.engine.make_url(url)
+  except Exception:  # noqa: BLE001 (a malformed URL is said when the storage opens)
+    return None, False
+  if parsed.get_backend_name() != "postgresql":
+    return None, False
+  given = parsed.query.get("connect_timeout")
+  try:
+    return (float(given), True) if given is not None else (CONNECT_TIMEOUT_S, False)
+  except (TypeError, ValueError):
+    return None, True  # not a number: the driver says so
+
+
+def _server(url: str) -> str:
+  """host:port of a database URL."""
+  import sqlalchemy.engine
+
+  parsed = sqlalchemy.engine.make_url(url)
+  return f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
 
 
 def _hide_password(url: str) -> str:
@@ -176,7 +214,8 @@ def fail_stale(st: optuna.Study, grace_period: float, log: Log) -> list[int]:
 
   Dead = its worker process on this host is gone, or no heartbeat for ``grace_period`` seconds
   (RDB: Optuna's heartbeat table; journal: the ``heartbeat`` user attribute). The half-written
-  run folder of a dead worker on this host is removed.
+  run folder of a dead worker on this host is removed, but for its checkpoint (mlp.resume),
+  which the run's next attempt continues from.
   """
   host = socket.gethostname()
   now = time.time()
@@ -199,7 +238,11 @@ def fail_stale(st: optuna.Study, grace_period: float, log: Log) -> list[int]:
       failed.append(t.number)
       run_dir = Path(str(t.user_attrs.get("run_dir", "")))
       if w_host == host and run_dir.name and not (run_dir / "result.json").exists():
-        shutil.rmtree(run_dir, ignore_errors=True)  # its dead worker's half-written run folder
+        from mlp import resume  # (the checkpoint module needs jax; storage alone does not)
+
+        resume.clear_folder(run_dir)  # its dead worker's half-written files, but its checkpoint
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+          run_dir.rmdir()
   if rdb:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

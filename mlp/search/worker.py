@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from mlp import fileio, plan, rundir, tensorboard, trainer
+from mlp import fileio, interrupts, lock, plan, resume, rundir, tensorboard, trainer
 from mlp.data import Dataset
 from mlp.defaults import DEFAULTS
 from mlp.plan import Plan
@@ -55,8 +55,34 @@ def _data_config(data: Mapping) -> dict:
   return fileio.to_jsonable(out)
 
 
+# Search fields that change how workers share a study, not what a trial computes.
+OPERATIONAL = ("budget", "count_failed", "ask_batch", "heartbeat_interval", "grace_period")
+OPERATIONAL += ("poll_seconds",)
+
+
+def _settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Every setting that changes what a trial computes or how trials are chosen, as dotted paths:
+  the seed, the model and train sections (but for the fields the space sets on every trial,
+  unless a sequential search starts from them; and train.checkpoint_minutes), the search
+  section but for how workers share it (budget, heartbeats, ...)."""
+  space = space_of(config)
+  searched = set()
+  if config.search.strategy != "sequential":
+    searched = {"model.hidden", "train.dropout"} | {f"train.{n}" for n in space if n != "width"}
+  skipped = {f"{s}.{f}" for s, f in plan.NOT_IDENTITY} | {f"search.{f}" for f in OPERATIONAL}
+  filled = fileio.to_jsonable(
+    {k: config[k] for k in ("seed", "model", "train", "search") if k in config}
+  )
+  return {
+    path: value
+    for path, value in plan.leaves(filled)
+    if path not in searched | skipped and not path.startswith(tuple(f"{p}." for p in searched))
+  }
+
+
 def _fingerprint(config: ml_collections.ConfigDict) -> dict:
-  """What must match for trials of a resumed study to be comparable: data, space, strategy."""
+  """What must match for trials of a resumed study to be comparable: data, space, strategy and
+  every other setting that changes what a trial computes (``settings``)."""
   s = config.search
   return fileio.to_jsonable(
     {
@@ -65,8 +91,23 @@ def _fingerprint(config: ml_collections.ConfigDict) -> dict:
       "strategy": s.strategy,
       "space": s.space.to_dict(),
       "order": list(s.order) if s.strategy == "sequential" else None,
+      "settings": _settings(config),
     }
   )
+
+
+def _differences(mine: dict, saved: dict) -> list[str]:
+  """The fingerprint's differing entries, the settings as ``path (study: X, here: Y)``."""
+  out = []
+  for key in sorted(k for k in mine if k in saved and mine[k] != saved[k]):
+    if key != "settings":
+      out.append(key)
+      continue
+    a, b = saved[key], mine[key]
+    for path in sorted(set(a) | set(b)):
+      if a.get(path, "(none)") != b.get(path, "(none)"):
+        out.append(f"{path} (study: {a.get(path, '(none)')}, here: {b.get(path, '(none)')})")
+  return out
 
 
 def open_study(
@@ -93,11 +134,11 @@ def open_study(
   # A key the saved fingerprint lacks was added after that study was created: not compared.
   if "data_config" in saved:
     saved = {**saved, "data_config": _data_config(saved["data_config"])}
-  diff = sorted(k for k in mine if k in saved and mine[k] != saved[k])
+  diff = _differences(mine, saved)
   if diff:
     raise SearchError(
-      f"study {name!r} was created with a different search ({', '.join(diff)} differ); use the "
-      "same config, or a new --study name"
+      f"study {name!r} was created with other settings ({'; '.join(diff)}): its trials would "
+      "not compare with this config's; use the same config, or a new --study name"
     )
   return st
 
@@ -143,6 +184,8 @@ class Worker:
         if self.deadline is not None and time.monotonic() > self.deadline:
           self.log("--max_minutes reached by this worker; the study can be resumed")
           break
+        if self._continue_failed(trials):
+          continue  # (asked first: enqueued trials are)
         room = self.budget - sum(rules.counted(t, self.count_failed) for t in trials)
         n = min(int(self.s.ask_batch), room)
         if self.max_trials is not None:
@@ -161,6 +204,30 @@ class Worker:
     finally:
       hb.close()
     return self.trained
+
+  def _continue_failed(self, trials: list[FrozenTrial]) -> int:
+    """Enqueue a trial with the params of each trial that a dead, preempted or interrupted
+    worker left with a checkpoint this worker can read (its ``run_dir``: this workdir, or a
+    shared file system) and that no trial continues yet: the new trial resumes from it
+    (mlp.resume). Returns how many were enqueued."""
+    continued = {t.user_attrs.get("continues") for t in trials}
+    n = 0
+    for t in trials:
+      folder = t.user_attrs.get("run_dir")
+      if (
+        t.state != TrialState.FAIL
+        or t.user_attrs.get("fail_reason") not in rules.CONTINUED
+        or t.number in continued
+        or not folder
+        or not resume.exists(folder)
+      ):
+        continue
+      keep = {k: t.user_attrs[k] for k in ("stage", "point", "varied") if k in t.user_attrs}
+      attrs = {**keep, "continues": t.number, "resume_from": folder}
+      self.st.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+      self.log(f"trial {t.number} ({t.user_attrs['fail_reason']}) continues from its checkpoint")
+      n += 1
+    return n
 
   def _ask(self, n: int, trials: list[FrozenTrial]) -> list[optuna.Trial] | None:
     """Up to n new trials (waiting ones first); None when a sequential plan is finished."""
@@ -221,15 +288,15 @@ class Worker:
         (run,) = plan.study_plan(apply(self.config, suggest(trial, self.space))).runs
         run = run._replace(name=f"trial{number:05d}")
         (p,) = plan.build([run], self.data.input_shape, self.data.num_classes)
+        plan.check_memory([p], len(self.data.y_train), trainer.memory_bytes())
       except (ValueError, KeyError) as e:
         storage_lib.fail(self.st, storage_lib.trial_id(trial), f"invalid: {e}")
         self.log(f"trial {number}: invalid hyperparameters ({e}), marked FAIL")
         continue
       storage = storage_lib.storage_of(self.st)
       storage.set_trial_user_attr(storage_lib.trial_id(trial), "plan", p.describe())
-      storage.set_trial_user_attr(
-        storage_lib.trial_id(trial), "run_dir", str(rundir.run_dir(self.workdir, p))
-      )
+      folder = rundir.run_dir(self.workdir, p).absolute()  # (others may read its checkpoint)
+      storage.set_trial_user_attr(storage_lib.trial_id(trial), "run_dir", str(folder))
       kept.append((storage_lib.trial_id(trial), (trial, p)))
     return kept
 
@@ -242,6 +309,11 @@ class Worker:
       f"({'vmapped populations' if self.ctx.vectorize else 'member by member'})"
     )
     pending = {storage_lib.trial_id(trial): trial for trial, _ in by_run.values()}
+    sources = {  # trials that continue another's checkpoint
+      p.id: Path(trial.user_attrs["resume_from"])
+      for trial, p in by_run.values()
+      if trial.user_attrs.get("resume_from")
+    }
 
     def tell(result: dict) -> None:  # as soon as each trial is saved, not after its whole group
       trial, _ = by_run[result["run"]]
@@ -258,12 +330,24 @@ class Worker:
           total=self.budget,
           on_result=tell,
           prune=self._prune(by_run),
+          sources=sources,
+          replay=self._replay(by_run),
         )
-    except BaseException:
-      for trial_id in pending:
-        storage_lib.fail(self.st, trial_id, "error")
+    except BaseException as e:
+      for trial_id in pending:  # a preempted trial is continued from its checkpoint
+        storage_lib.fail(self.st, trial_id, interrupts.reason(e))
         self.hb.remove(trial_id)
       raise
+
+  def _replay(self, by_run: dict) -> Callable[[Plan, int, dict], None]:
+    """A resumed trial's epochs before its checkpoint, reported to it as they were."""
+
+    def replay(p: Plan, epoch: int, metrics: dict[str, float]) -> None:
+      value = float(metrics["val_acc"])
+      if np.isfinite(value):
+        by_run[p.id][0].report(value, epoch)
+
+    return replay
 
   def _prune(self, by_run: dict) -> Callable[[Plan, int, dict], bool]:
     """Report each epoch's val accuracy to its trial; True when the study's pruner stops it.
@@ -327,8 +411,9 @@ def run_worker(
   from mlp import data as data_lib
 
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   space = space_of(config)  # validates the space before anything is created
+  lock.check_workdir(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
   name = storage.name or config.name
   st = open_study(config, name, open_storage(storage.url, workdir, config, log))
   fileio.atomic_write_json(workdir / "config.json", config.to_dict())
@@ -347,7 +432,8 @@ def run_worker(
     f"worker {worker_id()}"
   )
   vectorize = trainer.vectorize_of(config.vectorize)
-  Worker(config, st, trainer.Context(data, workdir, log, vectorize=vectorize), options).run()
+  with resume.noted(workdir):  # a Ctrl-C or SIGTERM says what is saved (mlp.cli)
+    Worker(config, st, trainer.Context(data, workdir, log, vectorize=vectorize), options).run()
   if options.outputs:
     write_outputs(config, st, workdir, log=log)
   return st
