@@ -7,8 +7,9 @@ static options (they shape the compiled program) and whose methods are
     parse(token, ctx)      (kind, hyper) from an architecture token ("conv32/3x3/s2"), or None
     init(key, in_shape, dtype)  -> (params, state, out_shape); shapes exclude the batch axis
     hyper                  its traced hyperparameter (dropout rate, batch-norm momentum) or ()
-    forward(p, s, h, x, train, key) -> (y, cache, new_state); train=False: inference form
-    backward(p, h, cache, dy)       -> (dx, dparams), the vector-Jacobian product of forward
+    forward(params, state, hyper, x, train, key) -> (y, cache, new_state)
+                           x: the layer's input batch; train=False: the inference form
+    backward(params, hyper, cache, dy) -> (dx, dparams): the vector-Jacobian product of forward
     macs(in_shape)         multiply-adds of one example's forward pass (cost estimates)
 
 A new kind is one more dataclass in :data:`KINDS`. Notation: x is (B, n_in) for dense layers and
@@ -149,11 +150,11 @@ class Dense(Layer):
     w = _he(key, (in_shape[0], self.units), in_shape[0], dtype)
     return WB(w, jnp.zeros((self.units,), dtype)), (), (self.units,)
 
-  def forward(self, p, s, h, x, train, key):
-    return backprop.dense_forward(x, p.w, p.b), x, s
+  def forward(self, params, state, hyper, x, train, key):
+    return backprop.dense_forward(x, params.w, params.b), x, state
 
-  def backward(self, p, h, x, dy):
-    dx, dw, db = backprop.dense_backward(dy, x, p.w)
+  def backward(self, params, hyper, x, dy):
+    dx, dw, db = backprop.dense_backward(dy, x, params.w)
     return dx, WB(dw, db)
 
   def macs(self, in_shape):
@@ -169,10 +170,10 @@ class ReLU(Layer):
 
   kind: ClassVar[str] = "relu"
 
-  def forward(self, p, s, h, x, train, key):
-    return backprop.relu_forward(x), x, s
+  def forward(self, params, state, hyper, x, train, key):
+    return backprop.relu_forward(x), x, state
 
-  def backward(self, p, h, z, dy):
+  def backward(self, params, hyper, z, dy):
     return backprop.relu_backward(dy, z), ()
 
 
@@ -199,13 +200,13 @@ class Dropout(Layer):
     if not 0 <= value < 1:
       raise ValueError(f"dropout rates must be in [0, 1), got {value}")
 
-  def forward(self, p, s, rate, x, train, key):
+  def forward(self, params, state, rate, x, train, key):
     if not train:
-      return backprop.dropout_inference(x, rate, self.inverted), None, s
+      return backprop.dropout_inference(x, rate, self.inverted), None, state
     mask = backprop.dropout_mask(key, x.shape, rate, x.dtype)
-    return backprop.dropout_forward(x, mask, rate, self.inverted), mask, s
+    return backprop.dropout_forward(x, mask, rate, self.inverted), mask, state
 
-  def backward(self, p, rate, mask, dy):
+  def backward(self, params, rate, mask, dy):
     if mask is None:  # inference form: a constant scale
       return backprop.dropout_inference(dy, rate, self.inverted), ()
     return backprop.dropout_backward(dy, mask, rate, self.inverted), ()
@@ -224,10 +225,10 @@ class Flatten(Layer):
   def out_shape(self, in_shape):
     return (math.prod(in_shape),)
 
-  def forward(self, p, s, h, x, train, key):
-    return x.reshape(x.shape[0], -1), x, s  # x for its (static) shape; XLA keeps no copy
+  def forward(self, params, state, hyper, x, train, key):
+    return x.reshape(x.shape[0], -1), x, state  # x for its (static) shape; XLA keeps no copy
 
-  def backward(self, p, h, x, dy):
+  def backward(self, params, hyper, x, dy):
     return dy.reshape(x.shape), ()
 
 
@@ -270,11 +271,11 @@ class Conv2D(Layer):
     w = _he(key, (*self.kernel, in_shape[2], self.filters), fan_in, dtype)
     return WB(w, jnp.zeros((self.filters,), dtype)), (), out
 
-  def forward(self, p, s, h, x, train, key):
-    return backprop.conv2d_forward(x, p.w, p.b, self.stride, self.padding), x, s
+  def forward(self, params, state, hyper, x, train, key):
+    return backprop.conv2d_forward(x, params.w, params.b, self.stride, self.padding), x, state
 
-  def backward(self, p, h, x, dy):
-    dx, dw, db = backprop.conv2d_backward(dy, x, p.w, self.stride, self.padding)
+  def backward(self, params, hyper, x, dy):
+    dx, dw, db = backprop.conv2d_backward(dy, x, params.w, self.stride, self.padding)
     return dx, WB(dw, db)
 
   def macs(self, in_shape):
@@ -321,10 +322,10 @@ class MaxPool(_Pool):
 
   kind: ClassVar[str] = "maxpool"
 
-  def forward(self, p, s, h, x, train, key):
-    return backprop.maxpool_forward(x, self.window, self.stride), x, s
+  def forward(self, params, state, hyper, x, train, key):
+    return backprop.maxpool_forward(x, self.window, self.stride), x, state
 
-  def backward(self, p, h, x, dy):
+  def backward(self, params, hyper, x, dy):
     return backprop.maxpool_backward(dy, x, self.window, self.stride), ()
 
 
@@ -334,10 +335,10 @@ class AvgPool(_Pool):
 
   kind: ClassVar[str] = "avgpool"
 
-  def forward(self, p, s, h, x, train, key):
-    return backprop.avgpool_forward(x, self.window, self.stride), x, s
+  def forward(self, params, state, hyper, x, train, key):
+    return backprop.avgpool_forward(x, self.window, self.stride), x, state
 
-  def backward(self, p, h, x, dy):
+  def backward(self, params, hyper, x, dy):
     return backprop.avgpool_backward(dy, x.shape, self.window, self.stride), ()
 
 
@@ -369,21 +370,22 @@ class BatchNorm(Layer):
     one, zero = jnp.ones((c,), dtype), jnp.zeros((c,), dtype)
     return ScaleShift(one, zero), Moments(zero, one), in_shape
 
-  def forward(self, p, s, momentum, x, train, key):
-    mean, var = backprop.batchnorm_statistics(x, s, train)
-    y, xhat, inv_std = backprop.batchnorm_forward(x, mean, var, p.scale, p.shift)
+  def forward(self, params, state, momentum, x, train, key):
+    mean, var = backprop.batchnorm_statistics(x, state, train)
+    y, xhat, inv_std = backprop.batchnorm_forward(x, mean, var, params.scale, params.shift)
     if not train:
-      return y, _BNInference(xhat, inv_std), s
-    s = Moments(*(momentum * r + (1 - momentum) * v for r, v in zip(s, (mean, var), strict=True)))
-    return y, _BNTraining(xhat, inv_std), s
+      return y, _BNInference(xhat, inv_std), state
+    running = zip(state, (mean, var), strict=True)
+    state = Moments(*(momentum * r + (1 - momentum) * v for r, v in running))
+    return y, _BNTraining(xhat, inv_std), state
 
-  def backward(self, p, momentum, cache, dy):
+  def backward(self, params, momentum, cache, dy):
     grad = (
       backprop.batchnorm_backward
       if isinstance(cache, _BNTraining)
       else backprop.batchnorm_inference_backward
     )
-    dx, dscale, dshift = grad(dy, cache.xhat, cache.inv_std, p.scale)
+    dx, dscale, dshift = grad(dy, cache.xhat, cache.inv_std, params.scale)
     return dx, ScaleShift(dscale, dshift)
 
   def macs(self, in_shape):

@@ -167,10 +167,9 @@ def _init_population(net: model.Net, keys, dtype):
   return jax.vmap(lambda k: model.init(jax.random.fold_in(k, 0), net, dtype))(keys)
 
 
-# XLA options for the training and evaluation programs. XLA:CPU in jax 0.10 hands every dot to
-# YNNPACK; for the small per-step matmuls inside the epoch's scan XLA's own (Eigen) dots are faster:
-# batch 50, hidden (300, 100): 88 -> 72 ms per epoch on 2 cores; batch 1 and the image shapes are
-# unchanged (benchmarks/README.md). The option is CPU-only: other backends ignore it.
+# XLA options for the training and evaluation programs: XLA:CPU's own (Eigen) dots and
+# convolutions instead of YNNPACK's, faster for the small matmuls in the epoch's scan and for the
+# convolutions' backward passes (measured in benchmarks/README.md). Other backends ignore it.
 XLA_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 _jit = functools.partial(jax.jit, static_argnums=0, compiler_options=XLA_OPTIONS)
 
