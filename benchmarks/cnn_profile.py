@@ -1,7 +1,7 @@
 """Where a CNN training step's time goes: per layer and pass, from a real XLA:CPU profile.
 
     python -m benchmarks.cnn_profile [--config_variant=study] [--steps 8] [--markdown]
-        [--torch] [--compute_dtype bfloat16] [--ops 15]
+        [--torch] [--ops 15]
 
 Compiles the jitted training epoch (``train.population_epoch``, P = 1) of a configs/fer2013_cnn.py
 network on random FER2013-shaped data, runs it under ``jax.profiler`` and reads the trace: every
@@ -120,6 +120,7 @@ def parse_hlo(text: str) -> dict[str, Instr]:
       instrs[name].flops += flops_in.get(callee, 0.0)
   for ins in instrs.values():
     ins.in_bytes = sum(_shape_bytes(shapes.get(o, "")) for o in ins.operands)
+
   # XLA drops the metadata of some instructions it creates (dots it rewrites): they take that of
   # the nearest operand that has some, the part of the step whose values they consume.
   @functools.cache
@@ -192,8 +193,6 @@ def profile_ours(args) -> tuple[list[dict], dict]:
   from mlp import optim, sweep, train
 
   cfg = cnn_speed.load_config(args.config_variant)
-  if args.compute_dtype:
-    cfg.train.compute_dtype = args.compute_dtype
   bs = int(cfg.train.batch_size)
   x, y = cnn_speed.fer_like(args.steps * bs)
   spec = sweep.spec_of(cfg, cnn_speed.INPUT_SHAPE, cnn_speed.NUM_CLASSES)
@@ -270,7 +269,6 @@ def profile_ours(args) -> tuple[list[dict], dict]:
     arch=cfg.model.layers,
     batch=bs,
     steps=steps,
-    compute_dtype=spec.compute_dtype,
     top=[(k, v / steps * 1e3) for k, v in top.most_common(args.ops)],
   )
   return rows, info
@@ -363,16 +361,19 @@ def render(rows: list[dict], info: dict, torch_ms: dict | None, markdown: bool) 
       totals["torch"] += (tf or 0) + (tb or 0)
     body.append(row)
   notes = [
-    f"Network: {info['arch']}; batch {info['batch']}, {info['compute_dtype']}.",
+    f"Network: {info['arch']}; batch {info['batch']}, float32.",
     f"Thunk time summed per part: {totals['ours']:.1f} ms per step; wall time "
     f"{info['wall_ms']:.1f} ms per step (median of 3 epochs of {info['steps']} steps, unprofiled).",
   ]
   if torch_ms:
     notes.append(f"PyTorch eager, summed per module: {totals['torch']:.1f} ms per step.")
-  notes.append("Most expensive thunks (ms per step): " + "; ".join(
-    f"{name} ({opcode}, {part} {direction}, {src}) {ms:.1f}"
-    for (name, opcode, part, direction, src), ms in info["top"]
-  ))
+  notes.append(
+    "Most expensive thunks (ms per step): "
+    + "; ".join(
+      f"{name} ({opcode}, {part} {direction}, {src}) {ms:.1f}"
+      for (name, opcode, part, direction, src), ms in info["top"]
+    )
+  )
   return peers.format_table(head, body, notes, markdown)
 
 
@@ -382,7 +383,6 @@ def main(argv=None) -> None:
   parser.add_argument("--steps", type=int, default=8, help="training steps in the traced epoch")
   parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
   parser.add_argument("--torch", action="store_true", help="add PyTorch eager's time per layer")
-  parser.add_argument("--compute_dtype", default="", help="float32 or bfloat16 (config's default)")
   parser.add_argument("--ops", type=int, default=12, help="list this many most expensive thunks")
   parser.add_argument("--part", default="", help="list the thunks of this part, e.g. '04 conv'")
   parser.add_argument("--dump_hlo", default="", help="write the optimised HLO to this file")

@@ -236,13 +236,14 @@ def config_main(
       except OSError as e:  # config_flags defers a missing or unreadable file until first use
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         raise FileNotFoundError(f"cannot load the --config file: {lines[-1]}") from None
-      from mlp import plan
+      from mlp import plan, resume
 
       overrides = config_flags.get_override_values(flags.FLAGS[config_flag.name])
       plan.check_overrides(config, overrides)
       workdir = Path(workdir_flag.value or default_workdir(config.name))
       print(f"workdir: {workdir}  (TensorBoard: tensorboard --logdir {workdir / tensorboard})")
-      run(config, workdir, data_dir=data_dir_flag.value)
+      with resume.noted(workdir):  # a stop says what this workdir holds and how to resume
+        run(config, workdir, data_dir=data_dir_flag.value)
 
   return main
 

@@ -28,6 +28,7 @@ class Preempted(KeyboardInterrupt):
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _requested: int | None = None  # the signal of a stop asked for inside safe_points
 _depth = 0  # how many safe_points blocks the main thread is in
+_quiet = False  # a worker process: its study says what happens
 
 
 def _exception(signum: int) -> KeyboardInterrupt:
@@ -37,7 +38,7 @@ def _exception(signum: int) -> KeyboardInterrupt:
 def _handler(signum: int, frame) -> None:  # noqa: ARG001 (a signal handler's signature)
   global _requested
   if _depth and not (signum == signal.SIGINT and _requested == signal.SIGINT):
-    if _requested is None and signum == signal.SIGINT:
+    if _requested is None and signum == signal.SIGINT and not _quiet:
       print(
         "\nstopping at the end of this epoch (its checkpoint is written); Ctrl-C again to stop now",
         file=sys.stderr,
@@ -49,9 +50,11 @@ def _handler(signum: int, frame) -> None:  # noqa: ARG001 (a signal handler's si
   raise _exception(signum)
 
 
-def install() -> None:
+def install(*, quiet: bool = False) -> None:
   """Handle Ctrl-C and SIGTERM as the module docstring says (the main thread of an entry point
-  or a worker process); a KeyboardInterrupt that lands in a finaliser is not lost."""
+  or, ``quiet``, a worker process); a KeyboardInterrupt that lands in a finaliser is not lost."""
+  global _quiet
+  _quiet = quiet
   keep_interrupts()
   if threading.current_thread() is threading.main_thread():
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -267,7 +267,7 @@ class Writer:
 def pending(workdir: str | Path) -> list[tuple[str, int]]:
   """(run id, epoch) of the checkpoints of runs in ``workdir`` that have no result yet."""
   out = []
-  for path in sorted(Path(workdir).glob(f"runs/*/*/{FILE}")):
+  for path in sorted(Path(workdir).glob(f"**/runs/*/seed*/{FILE}")):  # (folds/<k>/runs: CV)
     folder = path.parent
     if (folder / "result.json").exists():
       continue
@@ -282,7 +282,7 @@ def pending(workdir: str | Path) -> list[tuple[str, int]]:
 def summary(workdir: str | Path, limit: int = 3) -> str:
   """What an interrupted study or search in ``workdir`` has saved, in a few words: its finished
   runs and the runs that will resume from a checkpoint."""
-  finished = len(list(Path(workdir).glob("runs/*/*/result.json")))
+  finished = len(list(Path(workdir).glob("**/runs/*/seed*/result.json")))
   parts = [f"{finished} finished run{'s' * (finished != 1)} saved"]
   ckpts = pending(workdir)
   if ckpts:
@@ -295,7 +295,8 @@ def summary(workdir: str | Path, limit: int = 3) -> str:
 @contextlib.contextmanager
 def noted(workdir: str | Path) -> Iterator[None]:
   """A Ctrl-C or SIGTERM inside carries what ``workdir`` has saved (:func:`summary`) and the
-  workdir, for the line an entry point ends with (mlp.cli)."""
+  workdir, for the line an entry point ends with (mlp.cli); an outer block's workdir wins (a
+  cross-validation's, over its folds')."""
   try:
     yield
   except KeyboardInterrupt as e:

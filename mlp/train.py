@@ -260,7 +260,7 @@ EpochCallback = Callable[[int, np.ndarray, dict[str, np.ndarray]], Sequence[int]
 # (its members all stopped, or a stop was asked for: mlp.interrupts), so a checkpoint is due.
 StateCallback = Callable[[np.ndarray, Callable[[], LoopState], bool], None]
 Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_val, y_val
-DTYPE = jnp.float32  # params, data and hyperparameters (Spec.compute_dtype: what steps compute in)
+DTYPE = jnp.float32  # params, data, hyperparameters and every step's arithmetic
 
 
 def map_rule_states(fn: Callable, *states: tuple) -> tuple:

@@ -217,7 +217,7 @@ def worker_main(argv: list[str] | None = None) -> None:
   args = p.parse_args(argv)
   compile_cache.enable()  # (inherited from the study; also for a worker started by hand)
   limit_xla_threads(args.index)
-  interrupts.install()  # Ctrl-C and SIGTERM: the run's checkpoint, then exit (mlp.interrupts)
+  interrupts.install(quiet=True)  # Ctrl-C, SIGTERM: the run's checkpoint, then exit
 
   from mlp import data as data_lib
   from mlp import progress, schedule, trainer

@@ -383,7 +383,9 @@ def test_fer2013_cnn_quick_study_evaluate_and_predict(tmp_path):
   )
   assert r.returncode == 0, r.stderr[-2000:]
   assert f"accuracy {acc:.4f}" in r.stdout
-  assert f"report: {rdir / 'eval' / 'PublicTest' / 'report.md'}" in r.stdout  # as in a study
+  assert (
+    f"report: {rdir / 'eval' / 'PublicTest-evaluate' / 'report.md'}" in r.stdout
+  )  # beside the study's
   folder = tmp_path / "faces"
   folder.mkdir()
   raw = fer2013_faces(tmp_path / "data")

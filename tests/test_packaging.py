@@ -18,7 +18,7 @@ tomllib = pytest.importorskip("tomllib")  # (Python 3.11+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-TEST_TOOLS = {"pytest", "pytest-xdist", "ruff"}  # requirements.txt's, for the test extra
+TEST_TOOLS = {"pytest", "pytest-xdist", "ruff", "setuptools"}  # requirements.txt's: the test extra
 
 
 def test_every_package_of_mlp_is_installed():

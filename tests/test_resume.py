@@ -2,6 +2,7 @@
 checkpoint and ends with the numbers of an uninterrupted run, bit for bit on CPU."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from mlp import defaults, lock, plan, resume, train
+from mlp import defaults, interrupts, lock, plan, resume, train
 from mlp.checkpoint import CheckpointError
 from tests.data_fixtures import write_fake_fer, write_fake_har
 
@@ -171,6 +172,47 @@ def test_a_checkpoint_holds_no_pickle(tmp_path):
     assert all(npz[n[:-4]].dtype != object for n in names if n.endswith(".npy"))
 
 
+def test_ctrl_c_and_sigterm_wait_for_the_end_of_an_epoch_in_training_and_not_elsewhere():
+  saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  hook = sys.unraisablehook
+
+  def signal_me(signum):
+    os.kill(os.getpid(), signum)
+    time.sleep(0.05)  # (Python runs the handler between two bytecodes of the main thread)
+
+  try:
+    interrupts.install(quiet=True)
+    with interrupts.safe_points():
+      signal_me(signal.SIGTERM)  # no exception here: training goes on to the end of its epoch
+      assert interrupts.requested() == signal.SIGTERM
+      with pytest.raises(interrupts.Preempted):
+        interrupts.stop_now()
+      assert interrupts.requested() is None
+      signal_me(signal.SIGINT)
+      assert interrupts.requested() == signal.SIGINT
+      with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C does not wait
+        signal_me(signal.SIGINT)
+    with pytest.raises(interrupts.Preempted):  # outside training: at once
+      signal_me(signal.SIGTERM)
+    assert interrupts.requested() is None
+  finally:
+    for signum, handler in saved.items():
+      signal.signal(signum, handler)
+    sys.unraisablehook = hook
+  assert interrupts.exit_code(interrupts.Preempted()) == 143
+  assert interrupts.exit_code(KeyboardInterrupt()) == 130
+  assert interrupts.reason(interrupts.Preempted()) == "preempted"
+
+
+def test_the_resume_command_names_the_workdir(monkeypatch):
+  monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "experiments.har_ablation", "--verbose"])
+  assert interrupts.resume_command("runs/x y") == (
+    "python -m experiments.har_ablation --verbose '--workdir=runs/x y'"
+  )
+  monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "m", "--workdir=w"])
+  assert interrupts.resume_command("w") == "python -m m --workdir=w"
+
+
 # ------------------------------------------------------------------- end to end: command lines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,7 +340,7 @@ def test_a_cnn_run_stopped_after_its_third_epoch_resumes_and_ends_as_an_uninterr
   assert 3 <= at < 6
   if how == "SIGTERM":
     assert p.returncode == 143, err[-3000:]
-    said = [line for line in err.splitlines() if line.strip()]
+    said = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("warning: ")]
     assert len(said) == 1 and said[0].startswith("preempted (SIGTERM): "), err[-3000:]
     assert f"at epoch {at}" in said[0] and f"--workdir={tmp_path}" in said[0]
     assert (tmp_path / lock.LOCK_NAME).read_text() == ""  # released
@@ -310,18 +352,67 @@ def test_a_cnn_run_stopped_after_its_third_epoch_resumes_and_ends_as_an_uninterr
   assert_same_study(tmp_path, cnn_reference)
 
 
+@pytest.fixture(scope="module")
+def har_references(har_dir, tmp_path_factory):
+  """{mode: workdir} of uninterrupted HAR studies, made when first asked for."""
+  made = {}
+
+  def reference(mode):
+    if mode not in made:
+      made[mode] = tmp_path_factory.mktemp(f"har_reference_{mode}")
+      run(HAR_MODES[mode], har_dir, made[mode])
+    return made[mode]
+
+  return reference
+
+
+# Worker processes; or one process training each shape group as one vmapped population (two
+# seeds per run: populations of two).
+HAR_MODES = {
+  "workers": HAR,
+  "population": (*HAR, "--config.workers=1", "--config.vectorize=true", "--config.seeds=2"),
+}
+
+
 @pytest.mark.slow
-def test_a_har_study_killed_mid_training_resumes_every_run_in_its_workers(har_dir, tmp_path):
-  reference = tmp_path / "reference"
-  run(HAR, har_dir, reference)
-  workdir = tmp_path / "w"
-  p = start(HAR, har_dir, workdir)
-  wait_for_checkpoint(p, workdir, 3)
-  p.kill()  # the study process; its workers follow it (mlp.workers)
-  p.communicate(timeout=60)
-  stopped = checkpoint_epochs(workdir)
-  out = run(HAR, har_dir, workdir)
+@pytest.mark.parametrize(
+  ("how", "mode"), [("kill -9", "workers"), ("SIGTERM", "workers"), ("kill -9", "population")]
+)
+def test_a_har_study_stopped_mid_training_resumes_every_run(
+  how, mode, har_dir, har_references, tmp_path
+):
+  entry = HAR_MODES[mode]
+  p = start(entry, har_dir, tmp_path)
+  wait_for_checkpoint(p, tmp_path, 3)
+  if how == "SIGTERM":  # to the study process alone: it passes it on to its workers
+    workers = children_of(p.pid)
+    assert len(workers) == 2
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err[-3000:]
+    said = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("warning: ")]
+    assert len(said) == 1 and said[0].startswith("preempted (SIGTERM): "), err[-3000:]
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()]  # they exited with it
+    assert (tmp_path / lock.LOCK_NAME).read_text() == ""
+  else:
+    p.kill()  # the study process; its workers follow it (mlp.workers)
+    p.communicate(timeout=60)
+  stopped = checkpoint_epochs(tmp_path)
+  out = run(entry, har_dir, tmp_path)
   resumed = [line for line in out.splitlines() if "from its checkpoint" in line]
   assert resumed, out[-3000:]
-  assert all(run_id in out for run_id in stopped)
-  assert_same_study(workdir, reference)
+  assert {line.split(" resumes at ")[0].split()[-1] for line in resumed} <= set(stopped)
+  assert_same_study(tmp_path, har_references(mode))
+
+
+def children_of(pid: int) -> list[int]:
+  """The live processes whose parent is ``pid``."""
+  out = []
+  for stat in Path("/proc").glob("[0-9]*/stat"):
+    try:
+      fields = stat.read_text().rsplit(") ", 1)[1].split()
+    except OSError:
+      continue
+    if int(fields[1]) == pid and fields[0] != "Z":
+      out.append(int(stat.parent.name))
+  return out

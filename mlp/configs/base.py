@@ -49,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.beta2 = 0.999  # adam, adamw
   c.train.schedule = "epoch_decay"  # epoch_decay | cosine (to 0 over max_epochs)
   c.train.warmup_epochs = 0.0  # linear learning-rate warm-up, per step
-  c.train.compute_dtype = "float32"  # float32 | bfloat16 (matmuls, convolutions; f32 weights)
+  c.train.compute_dtype = "float32"  # float32 only (bfloat16 is refused: not built)
   # What train loss/accuracy each epoch reports: full (the training split evaluated again, which
   # the gap rule needs) or epoch (the running means over its minibatches: no extra pass).
   c.train.train_metrics = "full"
