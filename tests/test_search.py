@@ -1,5 +1,6 @@
 """Hyperparameter search: worker processes sharing one Optuna study, budget, crash recovery."""
 
+import csv
 import json
 import os
 import signal
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 import optuna
@@ -284,6 +286,69 @@ def test_tpe_search_reaches_budget_and_rejects_a_changed_space(fer_dir, tmp_path
     search.run_worker(cfg, tmp_path, data=data, log=lambda s: None)
 
 
+def test_every_search_writes_its_expected_max_curve(tmp_path):
+  from datetime import datetime, timedelta
+
+  import numpy as np
+
+  from mlp.expected_max import expected_max
+
+  cfg = quick(strategy="random", budget=6)
+  st = optuna.create_study(direction="maximize")
+  dist = {
+    "layers": optuna.distributions.IntDistribution(1, 2),
+    "width1": optuna.distributions.IntDistribution(8, 64, step=8),
+    "l2": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True),
+  }
+  t0 = datetime(2026, 1, 1)
+  values = [0.31, 0.42, 0.38, 0.45, 0.40]
+  for k, v in enumerate(values):  # each 60 s, two workers: trials k and k + 1 side by side
+    start = t0 + timedelta(seconds=30 * k)
+    st.add_trial(
+      optuna.trial.FrozenTrial(
+        number=k,
+        state=TrialState.COMPLETE,
+        value=v,
+        datetime_start=start,
+        datetime_complete=start + timedelta(seconds=60),
+        params={"layers": 1, "width1": 8 * (k + 1), "l2": 1e-3 * (k + 1)},
+        distributions=dist,
+        user_attrs={},
+        system_attrs={},
+        intermediate_values={1: v},
+        trial_id=k,
+      )
+    )
+  pruned_start = t0 + timedelta(seconds=150)  # a pruned trial: 30 s of compute, no score
+  st.add_trial(
+    optuna.trial.FrozenTrial(
+      number=5,
+      state=TrialState.PRUNED,
+      value=None,
+      datetime_start=pruned_start,
+      datetime_complete=pruned_start + timedelta(seconds=30),
+      params={"layers": 1, "width1": 16, "l2": 1e-4},
+      distributions=dist,
+      user_attrs={},
+      system_attrs={},
+      intermediate_values={1: 0.2},
+      trial_id=5,
+    )
+  )
+  summary = search.write_outputs(cfg, st, tmp_path, log=lambda s: None)
+  rows = list(csv.DictReader((tmp_path / "expected_max.csv").open()))
+  assert [int(r["n"]) for r in rows] == [1, 2, 3, 4, 5]
+  mean, var = expected_max(values, np.arange(1, 6))
+  assert [float(r["expected_max"]) for r in rows] == pytest.approx(list(mean))
+  assert [float(r["std"]) for r in rows] == pytest.approx(list(np.sqrt(var)))
+  # Compute: 5 x 60 s + 30 s pruned over 5 complete trials; wall: 0 .. 180 s over 5.
+  assert [float(r["seconds"]) for r in rows] == pytest.approx([66.0 * n for n in range(1, 6)])
+  assert [float(r["wall_seconds"]) for r in rows] == pytest.approx([36.0 * n for n in range(1, 6)])
+  assert (tmp_path / "figures" / "expected_max.png").stat().st_size > 0
+  assert summary["expected_max"]["n"] == 5
+  assert summary["expected_max"]["expected_max"] == pytest.approx(mean[-1])
+
+
 def test_space_errors_are_readable():
   cfg = quick()
   cfg.search.space.l2 = dict(scale="log", low=0.0, high=1e-2)
@@ -442,6 +507,43 @@ def test_a_seeded_random_search_draws_trial_k_alike_on_every_worker_and_study():
   assert other != alone
   # Without a seed each worker draws afresh.
   assert isinstance(search.make_sampler(quick()), optuna.samplers.RandomSampler)
+
+
+def _tpe_draws(samplers, space, n):
+  """n trials of one study asked in turn by ``samplers`` (one per worker), each told a score
+  that depends on its parameters alone."""
+  st = optuna.create_study(direction="maximize")
+  out = []
+  for k in range(n):
+    st.sampler = samplers[k % len(samplers)]
+    trial = st.ask()
+    params = search.suggest(trial, space)
+    out.append(params)
+    st.tell(trial, (zlib.crc32(repr(sorted(params.items())).encode()) % 1000) / 1000)
+  return out
+
+
+def test_a_seeded_tpe_search_draws_other_start_up_trials_on_each_worker():
+  cfg = quick(strategy="tpe", seed=7, tpe_startup=4)
+  space = search.space_of(cfg)
+  key = lambda p: tuple(sorted(p.items()))  # noqa: E731
+  # Optuna's own seeded TPE: a second worker with the seed repeats the first one's draws.
+  plain = [optuna.samplers.TPESampler(seed=7, n_startup_trials=4) for _ in range(2)]
+  repeated = _tpe_draws(plain, space, 4)
+  assert repeated[0] == repeated[1] and repeated[2] == repeated[3]
+  # Ours: the two workers' start-up trials all differ ...
+  two = _tpe_draws([search.make_sampler(cfg), search.make_sampler(cfg)], space, 8)
+  assert len({key(p) for p in two[:4]}) == 4
+  # ... and trial k is the same whichever worker asks it, in the start-up and after it (the
+  # model's draws for trial k are seeded by (seed, k) too).
+  assert _tpe_draws([search.make_sampler(cfg)], space, 8) == two
+  assert _tpe_draws([search.make_sampler(cfg) for _ in range(3)], space, 8) == two
+  # Another seed, other trials; no seed, Optuna's sampler with fresh randomness per worker.
+  assert (
+    _tpe_draws([search.make_sampler(quick(strategy="tpe", seed=8, tpe_startup=4))], space, 4)
+    != two[:4]
+  )
+  assert type(search.make_sampler(quick(strategy="tpe"))) is optuna.samplers.TPESampler
 
 
 @pytest.mark.parametrize("boot", [0, 2])

@@ -1,4 +1,5 @@
-"""A search's outputs: the leaderboard (CSV, Markdown), Optuna's plots, best/ and summary.json."""
+"""A search's outputs: the leaderboard (CSV, Markdown), Optuna's plots, the expected-maximum
+curves (expected_max.csv, figures/expected_max.png), best/ and summary.json."""
 
 import json
 import os
@@ -13,6 +14,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from mlp import expected_max as expected_max_lib
 from mlp import figures, fileio, tables
 from mlp.search import storage as storage_lib
 from mlp.search.space import hparams
@@ -100,12 +102,80 @@ def write_outputs(
       }
       _copy_best(best, workdir, log)
     _plots(st, workdir / "figures", log)
+  curve = expected_max_curve(trials)
+  if curve:
+    write_expected_max(curve, workdir, config, log)
+    summary["expected_max"] = {k: curve[-1][k] for k in ("n", "expected_max", "std")}
   fileio.atomic_write_json(workdir / "summary.json", summary)
   log(
     f"leaderboard: {workdir / 'leaderboard.md'}; figures: {workdir / 'figures'}; "
     f"best: {workdir / 'best'}"
   )
   return summary
+
+
+def expected_max_curve(trials: list[FrozenTrial]) -> list[dict[str, float]]:
+  """The expected best validation accuracy of n = 1..N trials (mlp.expected_max), N the COMPLETE
+  trials, with its variance; against time too: ``seconds``, n times the compute seconds a
+  complete trial cost (the durations of the COMPLETE and PRUNED trials over the number of
+  COMPLETE ones, so a pruner's savings count), and ``wall_seconds``, n times the study's wall
+  time (first start to last finish, all workers) per complete trial. Empty without trials."""
+  finished = (TrialState.COMPLETE, TrialState.PRUNED)
+  done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+  if not done:
+    return []
+  timed = [t for t in trials if t.state in finished and t.datetime_start and t.datetime_complete]
+  per_trial = {}
+  if timed:
+    spent = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in timed)
+    wall = max(t.datetime_complete for t in timed) - min(t.datetime_start for t in timed)
+    per_trial = {"seconds": spent / len(done), "wall_seconds": wall.total_seconds() / len(done)}
+  return expected_max_lib.curve([t.value for t in done], per_trial=per_trial)
+
+
+def write_expected_max(
+  curve: list[dict[str, float]], workdir: Path, config: ml_collections.ConfigDict, log: Log
+) -> None:
+  """expected_max.csv and figures/expected_max.png: the curve against trials and wall time."""
+  keys = ("n", "expected_max", "std", "variance", "seconds", "wall_seconds")
+  tables.write_table(
+    curve, [(k, k) for k in keys if k in curve[0]], workdir / "expected_max.csv", None
+  )
+  try:
+    _expected_max_figure(curve, workdir / "figures" / "expected_max.png", config)
+  except Exception as e:  # noqa: BLE001 (a plot must not lose the search's results)
+    log(f"figure expected_max skipped: {e}")
+
+
+def _expected_max_figure(curve: list[dict], path: Path, config: ml_collections.ConfigDict) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  n = np.array([r["n"] for r in curve])
+  mean = np.array([r["expected_max"] for r in curve])
+  std = np.array([r["std"] for r in curve])
+  axes_x = [("n", "trials (n)", 1.0)]
+  if "wall_seconds" in curve[0]:
+    axes_x.append(("wall_seconds", "wall time (minutes, all workers)", 60.0))
+  fig, axes = plt.subplots(1, len(axes_x), figsize=(5.5 * len(axes_x), 4), squeeze=False)
+  for ax, (key, label, scale) in zip(axes[0], axes_x, strict=True):
+    x = np.array([r[key] for r in curve]) / scale if key != "n" else n
+    ax.plot(x, mean, "-", label="expected best val accuracy")
+    ax.fill_between(x, mean - std, np.minimum(mean + std, 1.0), alpha=0.25, label="± 1 std")
+    ax.set_xscale("log" if len(n) > 10 else "linear")
+    ax.set_xlabel(label)
+    ax.set_ylabel("expected max val accuracy")
+    ax.grid(alpha=0.3)
+  axes[0][0].legend(fontsize=8, loc="lower right")
+  fig.suptitle(
+    f"{config.report.title}: expected max over n of {len(n)} trials "
+    f"({config.search.strategy} search; Dodge et al. 2019)",
+    fontsize=9,
+  )
+  figures.save_figure(fig, path)
+  plt.close(fig)
 
 
 def _copy_best(best: FrozenTrial, workdir: Path, log: Log) -> None:

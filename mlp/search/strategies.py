@@ -23,13 +23,15 @@ def make_sampler(config: ml_collections.ConfigDict) -> optuna.samplers.BaseSampl
   if s.strategy == "tpe":
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-      return optuna.samplers.TPESampler(
-        seed=s.seed,
+      kwargs = dict(
         n_startup_trials=int(s.tpe_startup),
         multivariate=True,
         group=True,  # the widths of absent layers are a conditional sub-space
         constant_liar=True,  # running trials of other workers steer new samples away
       )
+      if s.seed is None:
+        return optuna.samplers.TPESampler(**kwargs)
+      return NumberedTPESampler(int(s.seed), **kwargs)
   if s.seed is None:
     return optuna.samplers.RandomSampler()
   return NumberedRandomSampler(int(s.seed))
@@ -58,6 +60,37 @@ class NumberedRandomSampler(optuna.samplers.BaseSampler):
     return optuna.samplers.RandomSampler(seed=draw).sample_independent(
       study, trial, param_name, param_distribution
     )
+
+
+class NumberedTPESampler(optuna.samplers.TPESampler):
+  """TPE whose random draws for trial k come from (seed, k) alone, on whichever worker asks it.
+
+  Optuna's seeded ``TPESampler(seed=s)`` starts every process's random state at ``s``: workers
+  sharing a seed (each its own sampler, one study) drew the same start-up trials, so a search on
+  W workers spent its first ``tpe_startup`` trials on ``tpe_startup / W`` distinct points. Here
+  the start-up trials are those of :class:`NumberedRandomSampler` (trial k's parameters from
+  (seed, k, name)), and once the model takes over, its candidate draws for trial k are seeded by
+  (seed, k): two workers asking trials k and k + 1 draw differently, and a rerun asking trial k
+  after the same finished trials proposes the same point.
+  """
+
+  def __init__(self, seed: int, **kwargs: Any) -> None:
+    super().__init__(seed=seed, **kwargs)
+    self.seed = seed
+    self._random_sampler = NumberedRandomSampler(seed)  # the start-up trials (and fallbacks)
+
+  def _reseed(self, trial: FrozenTrial) -> None:
+    key = [self.seed, trial.number, zlib.crc32(b"tpe")]
+    self._rng.rng.seed(int(np.random.default_rng(key).integers(2**31)))
+
+  def sample_relative(self, study, trial, search_space) -> dict:
+    self._reseed(trial)
+    return super().sample_relative(study, trial, search_space)
+
+  def sample_independent(self, study, trial, param_name, param_distribution) -> Any:
+    key = [self.seed, trial.number, zlib.crc32(param_name.encode())]
+    self._rng.rng.seed(int(np.random.default_rng(key).integers(2**31)))
+    return super().sample_independent(study, trial, param_name, param_distribution)
 
 
 def make_pruner(config: ml_collections.ConfigDict) -> optuna.pruners.BasePruner:
