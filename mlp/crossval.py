@@ -4,21 +4,25 @@ Workdir layout::
 
     config.json                     the cross-validation config
     folds/<fold>/                   one study per fold (mlp.study: runs/, results.md, figures/)
-    folds/<fold>/baselines/<b>.json a baseline's accuracy, time and per-row correctness on the fold
+    folds/<fold>/baselines/<b>.json a baseline's accuracy, time, per-row correctness on the fold and
+                                    the values its inner cross-validation chose (its cache)
     folds/<fold>/correct/<run>.json the same for each of our runs (seed ``config.seed``; with
                                     ``config.ensemble`` = m > 1, its first seed ensemble)
     results.md, results.csv         per-fold accuracies, mean ± std (one row per learner)
     comparisons.md, comparisons.csv paired tests: each of our runs against each baseline
+    tuning.md, tuning.csv           each tuned baseline's chosen values and inner accuracy per fold
     figures/cv_accuracy.png         per-fold accuracy of every learner
     runs/cv/<learner>/              TensorBoard: ``cv/accuracy`` per fold (point TensorBoard at
                                     the workdir to see these and every fold's runs together)
 
 ``config.cv``: ``folds`` (k), ``scheme`` (``kfold``: k folds; ``5x2``: five replications of
 2-fold CV for Dietterich's test), ``seed`` (fold assignment), ``baselines`` (names in
-mlp.baselines), ``alpha``. HAR folds hold out whole subjects (never the test subjects); image
-folds are stratified over the training split. Each fold trains the config's runs with validation
-carved from the fold's training part (the data config's ``val_subjects`` / ``val_fraction``);
-baselines, which need no validation, train on the fold's training part including that carve-out.
+mlp.baselines: ``<learner>`` tuned by inner cross-validation on each fold's training part alone,
+``<learner>_default`` untuned), ``alpha``. HAR folds hold out whole subjects (never the test
+subjects); image folds are stratified over the training split. Each fold trains the config's runs
+with validation carved from the fold's training part (the data config's ``val_subjects`` /
+``val_fraction``); baselines, which need no validation, are tuned and trained on the fold's
+training part including that carve-out (HAR: inner folds of whole subjects).
 Re-running with the same workdir resumes: finished fold studies and baselines are reused.
 """
 
@@ -122,23 +126,64 @@ def _our_correct(fold_dir: Path, run: Run, data: data_lib.Dataset, m: int) -> di
   return out
 
 
+def _groups(data: data_lib.Dataset) -> np.ndarray | None:
+  """The subject (group) of each train + val row, or None for data without groups."""
+  if data.groups_train is None or data.groups_val is None:
+    return None
+  return np.concatenate([data.groups_train, data.groups_val])
+
+
 def _baseline(
   fold_dir: Path, name: str, data: data_lib.Dataset, seed: int, log: Log, split: str = SPLIT
 ) -> dict:
-  """A baseline trained on train + val and scored on ``split`` (cached as JSON in ``fold_dir``)."""
+  """A baseline tuned by inner cross-validation on train + val (whole subjects for HAR), trained
+  there at the chosen values and scored on ``split``; cached as JSON in ``fold_dir`` with what
+  the tuning chose, so a resumed run does not tune again (a cache from another grid is not
+  reused)."""
   path = fold_dir / "baselines" / f"{name}.json"
-  cached = _read_json(path)
-  if cached is not None:
-    return cached
   x = np.concatenate([data.x_train, data.x_val])
   y = np.concatenate([data.y_train, data.y_val])
+  grid = baselines_lib.grid_text(name, x)
+  cached = _read_json(path)
+  if cached is not None and cached.get("grid", "") == grid:
+    return cached
   x_test, y_test = data.tests[split]
-  pred, seconds = baselines_lib.fit_predict(name, x, y, x_test, seed)
-  correct = pred == y_test
-  out = {"accuracy": float(correct.mean()), "seconds": seconds, "correct": _pack(correct)}
+  fit = baselines_lib.fit_predict(name, x, y, x_test, seed, groups=_groups(data))
+  correct = fit.pred == y_test
+  out = {
+    "accuracy": float(correct.mean()),
+    "seconds": fit.seconds,
+    "correct": _pack(correct),
+    "params": fit.tuning["params"],
+    "inner_accuracy": fit.tuning["inner_accuracy"],
+    "inner": fit.tuning["inner"],
+    "grid": grid,
+  }
   fileio.atomic_write_json(path, out)
-  log(f"{name}: accuracy {out['accuracy']:.4f} ({seconds:.1f}s)")
+  chosen = baselines_lib.format_params(out["params"])
+  log(
+    f"{name}: accuracy {out['accuracy']:.4f} ({fit.seconds:.1f}s"
+    + (f"; chosen by {out['inner']}: {chosen}" if chosen else "")
+    + ")"
+  )
   return out
+
+
+def chosen_text(b: dict) -> str:
+  """What a baseline's inner cross-validation chose, with its inner accuracy, as table text."""
+  if not b.get("grid"):
+    return "untuned"
+  if b.get("inner_accuracy") is None:
+    return str(b.get("inner", "untuned"))
+  params = baselines_lib.format_params(b.get("params"))
+  return f"{params} (inner {b['inner_accuracy']:.4f})"
+
+
+def _inner_note(data: data_lib.Dataset) -> str:
+  k = baselines_lib.INNER_FOLDS
+  if data.groups_train is not None:
+    return f"a {k}-fold inner cross-validation over whole subjects (GroupKFold)"
+  return f"a {k}-fold stratified inner cross-validation"
 
 
 def _check_workdir(config: ml_collections.ConfigDict, workdir: Path) -> None:
@@ -251,19 +296,32 @@ def compare_on_test(
         "diff": float(ours.mean()) - b["accuracy"],
         "p_mcnemar": test.p_value,
         "claim": stats.claim(best["name"], name, test, where=f"the {split} split"),
+        "chosen": chosen_text(b),
       }
     )
   tables.write_table(
     rows,
     [("learner", "Learner"), ("kind", "Kind"), ("accuracy", f"Top-1 ({split})")]
     + [("diff", "Ours - it"), ("p_mcnemar", "p McNemar"), ("seconds", "Fit s")]
-    + [("claim", "What may be claimed")],
+    + [("chosen", "Chosen by inner CV"), ("claim", "What may be claimed")],
     workdir / "baselines.csv",
     workdir / "baselines.md",
     title=f"{planned.report.title}: best run against scikit-learn baselines",
     notes=[
       f"Best run by validation accuracy ({best['run']}) and baselines (mlp.baselines, trained "
       f"on train + val with the same features) on the {split!r} split ({len(y)} rows).",
+    ]
+    + (
+      [
+        "Baselines named <learner> are tuned: their hyperparameters are chosen from a small grid "
+        f"(mlp.baselines) by {_inner_note(data)} on train + val only, never the {split} split, "
+        "then refitted there; <learner>_default names the untuned learner. Fit s includes the "
+        "tuning."
+      ]
+      if any(baselines_lib.is_tuned(n) for n in names)
+      else []
+    )
+    + [
       "McNemar's test on the rows one learner gets right and the other wrong (one split).",
       "Cross-validation with more tests: python -m experiments.cross_validate (README).",
     ],
@@ -332,6 +390,7 @@ def write_reports(
         **dict(zip(labels, values, strict=True)),
         "mean": float(np.mean(values)),
         "std": float(np.std(values, ddof=1)),
+        "chosen": _chosen_over_folds([accs[f] for f in labels]) if kind == "baseline" else None,
       }
     )
   data_name = study_plan.data.name
@@ -354,8 +413,17 @@ def write_reports(
     notes.append(f"Ours: a seed ensemble of {m} runs (seeds {seed}..{seed + m - 1}).")
   if any(r.settings.train.refit for r in study_plan.runs):
     notes.append("Ours: refit on the fold's whole training part for the epochs validation chose.")
+  if any(baselines_lib.is_tuned(r["learner"]) for r in rows if r["kind"] == "baseline"):
+    notes.append(
+      "Baselines named <learner> are tuned on each fold's training part alone by "
+      f"{baselines_lib.INNER_FOLDS}-fold inner cross-validation over a small grid "
+      "(mlp.baselines; HAR: whole subjects), then refitted there; Chosen: the values picked "
+      "and on how many folds (every fold's in tuning.md); <learner>_default: untuned."
+    )
   columns = [("learner", "Learner"), ("kind", "Kind")] + [(f, f) for f in labels]
   columns += [("mean", "Mean"), ("std", "Std")]
+  if any(r["kind"] == "baseline" for r in rows):
+    columns.append(("chosen", "Chosen by inner CV"))
   tables.write_table(
     rows,
     columns,
@@ -364,6 +432,7 @@ def write_reports(
     title=f"Cross-validation: {title}",
     notes=notes,
   )
+  _write_tuning(per_fold, labels, workdir, title)
   ours = [r["learner"] for r in rows if r["kind"] == "ours"]
   others = [r["learner"] for r in rows if r["kind"] == "baseline"]
   pairs = [(a, b) for a in ours for b in others]
@@ -405,6 +474,52 @@ def write_reports(
         w.scalar("cv/accuracy", r[f], step=j + 1)
       w.scalar("cv/mean_accuracy", r["mean"], step=0)
   return {"rows": rows, "comparisons": comparisons}
+
+
+def _chosen_over_folds(folds: list[dict]) -> str:
+  """The values a tuned baseline's inner cross-validation chose most often over the folds, with
+  on how many folds (``C=10 (5/7 folds)``); the untuned say so."""
+  if not any(b.get("grid") for b in folds):
+    return "untuned"
+  texts = [baselines_lib.format_params(b.get("params")) or "untuned" for b in folds]
+  counts = {t: texts.count(t) for t in texts}
+  top = max(counts, key=lambda t: (counts[t], -texts.index(t)))
+  return f"{top} ({counts[top]}/{len(texts)} folds)"
+
+
+def _write_tuning(per_fold: dict, labels: list[str], workdir: Path, title: str) -> None:
+  """tuning.{md,csv}: what each tuned baseline's inner cross-validation chose on each fold."""
+  rows = [
+    {
+      "learner": learner,
+      "fold": f,
+      "chosen": baselines_lib.format_params(accs[f].get("params")) or "untuned",
+      "inner_accuracy": accs[f].get("inner_accuracy"),
+      "accuracy": accs[f]["accuracy"],
+      "seconds": accs[f].get("seconds"),
+      "inner": accs[f].get("inner"),
+      "grid": accs[f].get("grid"),
+    }
+    for learner, accs in per_fold.items()
+    if learner in baselines_lib.BASELINES and any(accs[f].get("grid") for f in labels)
+    for f in labels
+  ]
+  if not rows:
+    return
+  tables.write_table(
+    rows,
+    [("learner", "Learner"), ("fold", "Fold"), ("chosen", "Chosen by inner CV")]
+    + [("inner_accuracy", "Inner CV accuracy"), ("accuracy", "Held-out fold accuracy")]
+    + [("seconds", "Fit s (with tuning)"), ("inner", "Inner folds"), ("grid", "Grid")],
+    workdir / "tuning.csv",
+    workdir / "tuning.md",
+    title=f"Cross-validation: {title}: the baselines' tuning",
+    notes=[
+      "Each tuned baseline's grid point with the best mean accuracy over inner folds of the "
+      "fold's training part (never its held-out part), refitted on the whole training part.",
+    ],
+    formats={"seconds": ".1f"},
+  )
 
 
 def _figure(rows: list[dict], labels: list[str], path: Path, title: str) -> None:

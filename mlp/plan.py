@@ -516,6 +516,7 @@ def identity(settings: Mapping) -> dict:
   for key in STUDY_FIELDS:
     out.pop(key, None)
   out["report"].pop("baselines", None)
+  out["cv"].pop("baselines", None)  # trained beside the runs, never part of them
   for section, field in NOT_IDENTITY:
     out[section].pop(field, None)
   if out["model"]["layers"]:

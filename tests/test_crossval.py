@@ -138,6 +138,31 @@ def test_comparisons_name_each_test_and_a_claim(finished):
   assert "Nadeau & Bengio" in md and "McNemar" in md
 
 
+def test_baselines_are_tuned_on_each_folds_training_subjects(finished):
+  from mlp import baselines
+
+  cfg, workdir, _, lines = finished
+  tuning = read_csv(workdir / "tuning.csv")
+  learners = ("logistic_regression", "decision_tree")
+  assert {(r["learner"], r["fold"]) for r in tuning} == {
+    (b, f"fold{i}") for b in learners for i in (1, 2, 3)
+  }
+  for r in tuning:
+    saved = json.loads(
+      (workdir / "folds" / r["fold"] / "baselines" / f"{r['learner']}.json").read_text()
+    )
+    assert r["chosen"] == baselines.format_params(saved["params"]) != ""
+    assert float(r["inner_accuracy"]) == pytest.approx(saved["inner_accuracy"])
+    assert "inner folds of whole subjects" in r["inner"]
+    assert r["grid"] == saved["grid"] and " in {" in r["grid"]
+  rows = {r["learner"]: r for r in read_csv(workdir / "results.csv")}
+  assert rows["har_cv_quick"]["chosen"] == ""
+  for b in learners:  # the most frequent choice, on how many of the 3 folds
+    assert rows[b]["chosen"].endswith("/3 folds)")
+  assert "tuned on each fold's training part alone" in (workdir / "results.md").read_text()
+  assert sum("chosen by" in line for line in lines) == 6
+
+
 def test_rerun_resumes_without_training(finished, har_dir):
   cfg, workdir, summary, _ = finished
   lines = []

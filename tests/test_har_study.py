@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from configs import har as har_config
-from mlp import checkpoint, inference, plan, rundir, study, tensorboard, train, workers
+from mlp import baselines, checkpoint, inference, plan, rundir, study, tensorboard, train, workers
 from mlp import data as data_lib
 from mlp import results as results_lib
 from mlp import stopping as stopping_lib
@@ -665,6 +665,12 @@ def test_best_run_is_compared_with_baselines_by_mcnemar(finished, har_dir):
     assert r["accuracy"] == pytest.approx(theirs.mean())
   table = read_csv(workdir / "baselines.csv")
   assert [t["learner"] for t in table] == [best["name"], "logistic_regression", "decision_tree"]
+  # Tuned by inner cross-validation over whole training subjects: the chosen values are listed.
+  for t in table[1:]:
+    saved = json.loads((workdir / "baselines" / f"{t['learner']}.json").read_text())
+    assert "whole subjects" in saved["inner"] and saved["params"]
+    assert t["chosen"].startswith(baselines.format_params(saved["params"]))
+  assert "Chosen by inner CV" in (workdir / "baselines.md").read_text()
 
 
 def test_overrides_of_swept_fields_are_refused_and_others_pass():

@@ -81,13 +81,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.report.figure_groups = ()  # config paths that group the loss-curve figures
   c.report.compare_with_best = ""  # an extra run drawn next to the best run
   c.report.eval_train = False  # also write the evaluation report of the training split
-  c.report.baselines = ()  # scikit-learn learners the best run is compared with (baselines.md)
+  # scikit-learn learners the best run is compared with (baselines.md); mlp.baselines: <name> is
+  # tuned by inner cross-validation on train + val, <name>_default is the untuned learner
+  c.report.baselines = ()
 
   c.cv = ml_collections.ConfigDict()  # experiments.cross_validate (mlp/crossval.py)
   c.cv.folds = 7
   c.cv.scheme = "kfold"  # kfold | 5x2 (Dietterich's 5x2cv)
   c.cv.seed = 0  # fold assignment
-  c.cv.baselines = ()  # scikit-learn learners trained on the same folds (mlp.baselines)
+  c.cv.baselines = ()  # scikit-learn learners on the same folds (mlp.baselines; tuned per fold)
   c.cv.alpha = 0.05  # significance level of the paired tests
   return c
 

@@ -41,6 +41,10 @@ class Dataset:
   input_shape: tuple[int, ...]  # shape of one example before flattening, e.g. (561,), (32, 32, 3)
   preprocess: dict[str, np.ndarray]  # statistics from mlp.data.preprocess.fit, saved with models
   notes: tuple[str, ...] = ()  # human sentences for logs and results tables (e.g. split choices)
+  # Group of each train / val row where rows come in groups that must not be split (HAR: the
+  # subject id), for grouped inner cross-validation (mlp.baselines); None: independent rows.
+  groups_train: np.ndarray | None = None
+  groups_val: np.ndarray | None = None
 
   @property
   def num_inputs(self) -> int:
@@ -195,6 +199,7 @@ def _load_har(cfg: Mapping, data_dir: str | None) -> Dataset:
   names, keep = class_subset(tuple(d.class_names), cfg.get("classes", ()))
   f32 = lambda x, y: _only(keep, x.astype(np.float32), y)  # noqa: E731
   (x_tr, y_tr), (x_va, y_va) = f32(d.x_train, d.y_train), f32(d.x_val, d.y_val)
+  subjects = lambda s, y: np.asarray(s)[keep[y] >= 0].astype(np.int32)  # noqa: E731
   return Dataset(
     name="har",
     x_train=x_tr,
@@ -206,6 +211,8 @@ def _load_har(cfg: Mapping, data_dir: str | None) -> Dataset:
     input_shape=(d.x_train.shape[1],),
     preprocess=preprocess.fit(d.x_train[:1], "raw"),
     notes=(d.split_note + _classes_note(cfg),),
+    groups_train=subjects(d.s_train, d.y_train),
+    groups_val=subjects(d.s_val, d.y_val),
   )
 
 
