@@ -46,11 +46,9 @@ def _draw_confusion(
   normalized: bool,
   vmax: float,
   fontsize: float,
-  xticks: bool = True,
-  yticks: bool = True,
-  axis_labels: bool = True,
 ):
-  """Annotated heatmap of ``cm`` (rows = true, cols = predicted) on ``ax``; returns the image."""
+  """Annotated heatmap of ``cm`` (rows = true, cols = predicted) on ``ax``, tick labels on both
+  axes; returns the image."""
   c = cm.shape[0]
   im = ax.imshow(cm, cmap="Blues", vmin=0.0, vmax=max(vmax, 1e-12), interpolation="nearest")
   for i in range(c):
@@ -61,17 +59,8 @@ def _draw_confusion(
       ax.text(j, i, text, ha="center", va="center", color=color, fontsize=fontsize)
   ax.set_xticks(range(c))
   ax.set_yticks(range(c))
-  if xticks:
-    ax.set_xticklabels(names, rotation=45, ha="right", rotation_mode="anchor", fontsize=fontsize)
-  else:
-    ax.set_xticklabels([])
-  if yticks:
-    ax.set_yticklabels(names, fontsize=fontsize)
-  else:
-    ax.set_yticklabels([])
-  if axis_labels:
-    ax.set_xlabel("predicted class", fontsize=fontsize + 1)
-    ax.set_ylabel("true class", fontsize=fontsize + 1)
+  ax.set_xticklabels(names, rotation=45, ha="right", rotation_mode="anchor", fontsize=fontsize)
+  ax.set_yticklabels(names, fontsize=fontsize)
   return im
 
 
@@ -83,6 +72,8 @@ def plot_confusion(cm: np.ndarray, names: Sequence[str], path: Path, *, title: s
   ax = fig.add_subplot()
   vmax = 1.0 if normalized else float(cm.max())
   im = _draw_confusion(ax, cm, names, normalized=normalized, vmax=vmax, fontsize=fontsize)
+  ax.set_xlabel("predicted class", fontsize=fontsize + 1)
+  ax.set_ylabel("true class", fontsize=fontsize + 1)
   cbar = fig.colorbar(im, ax=ax, shrink=0.8)
   cbar.set_label("fraction of true class" if normalized else "samples")
   ax.set_title(title)
@@ -224,17 +215,11 @@ def plot_confusion_grid(
     if idx >= len(names):
       ax.set_visible(False)
       continue
-    im = _draw_confusion(
-      ax,
-      mats[idx],
-      short,
-      normalized=normalize,
-      vmax=vmax,
-      fontsize=fontsize,
-      xticks=idx + ncols >= len(names),
-      yticks=idx % ncols == 0,
-      axis_labels=False,
-    )
+    im = _draw_confusion(ax, mats[idx], short, normalized=normalize, vmax=vmax, fontsize=fontsize)
+    if idx + ncols < len(names):  # tick labels only on the grid's bottom row and left column
+      ax.set_xticklabels([])
+    if idx % ncols:
+      ax.set_yticklabels([])
     ax.set_title(_wrap(names[idx], 30), fontsize=8)
   visible = [ax for ax in axes.flat if ax.get_visible()]
   cbar = fig.colorbar(im, ax=visible, shrink=0.6, aspect=30)

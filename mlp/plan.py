@@ -513,7 +513,7 @@ def identity(settings: Mapping) -> dict:
   study's fields, and without model.hidden / train.dropout when model.layers gave the network
   (they never trained)."""
   out = defaults.fill(settings)
-  for key in STUDY_FIELDS:
+  for key in (*STUDY_FIELDS, "seeds"):  # (more seeds: the runs already trained are the same)
     out.pop(key, None)
   out["report"].pop("baselines", None)
   out["cv"].pop("baselines", None)  # trained beside the runs, never part of them

@@ -170,6 +170,17 @@ ELSEWHERE = {
 }
 
 
+def test_a_study_given_more_seeds_keeps_the_runs_it_trained():
+  one = har.get_config("quick")
+  three = har.get_config("quick")
+  three.seeds = 3
+  saved = {"config": json.loads(json.dumps(plan.settings_json(plan.study_plan(one).runs[0])))}
+  (run,) = [r for r in plan.study_plan(three).runs if r.id == plan.study_plan(one).runs[0].id]
+  assert plan.same_run(saved, run)  # (a run's seed is its folder's: runs/<name>/seed<k>)
+  three.train.l2 = 0.123  # what a run trains with still counts
+  assert not plan.same_run(saved, plan.study_plan(three).runs[0])
+
+
 def test_no_default_is_written_twice():
   """No function or dataclass of mlp/ repeats a configs/base.py default under the field's name,
   and no code reads a config field with a fallback value (``cfg.get("diverge", 100.0)``): a
