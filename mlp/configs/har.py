@@ -85,6 +85,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.extra_runs.dropout.train.batch_size = 10
     c.train.max_epochs = 4
     c.train.gap_min_epoch = 2
+    # A smoke test (CI runs it): untuned baselines, seconds instead of minutes of tuning.
+    c.report.baselines = ("logistic_regression_default", "linear_svm_default", "rbf_svm_default")
   elif arg == "best":
     c.name = "har_best"
     c.grid = ml_collections.ConfigDict()
