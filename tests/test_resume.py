@@ -181,6 +181,8 @@ def test_ctrl_c_and_sigterm_wait_for_the_end_of_an_epoch_in_training_and_not_els
     time.sleep(0.05)  # (Python runs the handler between two bytecodes of the main thread)
 
   try:
+    # (A shell's background job starts with SIGINT ignored, which install() keeps ignored.)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupts.install(quiet=True)
     with interrupts.safe_points():
       signal_me(signal.SIGTERM)  # no exception here: training goes on to the end of its epoch
