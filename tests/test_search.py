@@ -84,7 +84,7 @@ def check_budget(st, budget, workdirs):
   assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
   for t in trials:
     if t.state == TrialState.FAIL:
-      assert t.user_attrs["fail_reason"] in ("surplus", "stale"), t.user_attrs
+      assert t.user_attrs["fail_reason"] in ("surplus", "stale", "preempted"), t.user_attrs
   # Each COMPLETE trial was trained once, into its own run folder, and saved (nothing lost).
   run_dirs = [Path(t.user_attrs["run_dir"]) for t in complete]
   assert len(set(run_dirs)) == budget
@@ -132,7 +132,10 @@ def test_two_workers_on_two_workdirs_share_a_postgres_study(fer_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_workers_trial_is_continued_from_its_checkpoint(fer_dir, tmp_path):
+@pytest.mark.parametrize(
+  ("signum", "reason"), [(signal.SIGKILL, "stale"), (signal.SIGTERM, "preempted")]
+)
+def test_a_killed_workers_trial_is_continued_from_its_checkpoint(signum, reason, fer_dir, tmp_path):
   # Trials of a few hundred epochs (no early stopping) with a checkpoint after each epoch.
   flags = (
     "--nooutputs",
@@ -146,15 +149,16 @@ def test_a_killed_workers_trial_is_continued_from_its_checkpoint(fer_dir, tmp_pa
   while max(checkpoint_epochs(tmp_path), default=0) < 3:
     assert victim.poll() is None and time.monotonic() < deadline
     time.sleep(0.01)
-  victim.send_signal(signal.SIGKILL)
-  victim.wait()
+  running = [
+    t.number for t in load(None, "s", tmp_path).get_trials() if t.state == TrialState.RUNNING
+  ]
+  victim.send_signal(signum)  # SIGTERM: a scheduler preempts it, it stops at the epoch's end
+  assert victim.wait(timeout=120) == (143 if signum == signal.SIGTERM else -signal.SIGKILL)
   (at,) = checkpoint_epochs(tmp_path)
-  st = load(None, "s", tmp_path)
-  (running,) = [t for t in st.get_trials() if t.state == TrialState.RUNNING]
   wait_all([start_worker(tmp_path, fer_dir, *flags, "--config.search.budget=3")])
   st = load(None, "s", tmp_path)
-  killed = st.trials[running.number]
-  assert killed.state == TrialState.FAIL and killed.user_attrs["fail_reason"] == "stale"
+  (killed,) = [st.trials[n] for n in running]
+  assert killed.state == TrialState.FAIL and killed.user_attrs["fail_reason"] == reason
   (again,) = [t for t in st.trials if t.user_attrs.get("continues") == killed.number]
   assert again.state == TrialState.COMPLETE and again.params == killed.params
   # It trained on from the checkpoint and ends as the trial would have without the kill.
