@@ -20,6 +20,7 @@ from mlp import data as data_lib
 from mlp import results as results_lib
 from mlp import stopping as stopping_lib
 from tests.data_fixtures import write_fake_har
+from tests.processes import children_of, is_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECTS = (1, 3, 5, 6, 7, 8, 25, 26, 27, 28, 29, 30)
@@ -752,7 +753,7 @@ def test_workers_exit_when_the_study_process_is_killed(har_dir, tmp_path):
   for line in p.stdout:
     if " epoch " in line:
       break  # the workers are training
-  children = _children(p.pid)
+  children = children_of(p.pid)
   assert len(children) == 2
   p.kill()
   p.wait()
@@ -760,27 +761,8 @@ def test_workers_exit_when_the_study_process_is_killed(har_dir, tmp_path):
   alive = children
   while alive and time.monotonic() < deadline:
     time.sleep(0.2)
-    alive = [c for c in children if Path(f"/proc/{c}").exists() and not _zombie(c)]
+    alive = [c for c in children if is_alive(c)]
   assert not alive, f"workers {alive} outlived the study"
-
-
-def _children(pid: int) -> list[int]:
-  out = []
-  for stat in Path("/proc").glob("[0-9]*/stat"):
-    try:
-      fields = stat.read_text().rsplit(") ", 1)[1].split()
-    except OSError:
-      continue
-    if int(fields[1]) == pid:  # the field after the state is the parent pid
-      out.append(int(stat.parent.name))
-  return out
-
-
-def _zombie(pid: int) -> bool:
-  try:
-    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-  except OSError:
-    return True
 
 
 def test_a_full_disk_is_said_plainly(capsys):

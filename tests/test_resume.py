@@ -17,6 +17,7 @@ import pytest
 from mlp import defaults, interrupts, lock, plan, resume, train
 from mlp.checkpoint import CheckpointError
 from tests.data_fixtures import write_fake_fer, write_fake_har
+from tests.processes import children_of
 
 
 class Killed(Exception):
@@ -405,16 +406,3 @@ def test_a_har_study_stopped_mid_training_resumes_every_run(
   assert resumed, out[-3000:]
   assert {line.split(" resumes at ")[0].split()[-1] for line in resumed} <= set(stopped)
   assert_same_study(tmp_path, har_references(mode))
-
-
-def children_of(pid: int) -> list[int]:
-  """The live processes whose parent is ``pid``."""
-  out = []
-  for stat in Path("/proc").glob("[0-9]*/stat"):
-    try:
-      fields = stat.read_text().rsplit(") ", 1)[1].split()
-    except OSError:
-      continue
-    if int(fields[1]) == pid and fields[0] != "Z":
-      out.append(int(stat.parent.name))
-  return out
